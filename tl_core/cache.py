@@ -1,0 +1,129 @@
+"""Work done once and kept on disk: decoded images (uint8) and frozen-backbone features (float32).
+
+Decoded images are keyed by the set of image contents and the crop size, so any split, seed or backbone of the
+same pictures reuses them. Features are keyed by contents, backbone, weights and input size, so changing only the
+head's settings (epochs, learning rate, label smoothing, ...) costs nothing more.
+Rows are in sorted-digest order; `rows_for` maps samples to rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tl_core import settings
+from tl_core.data import DatasetManifest
+from tl_core.images import UnusableImage, load_square
+
+IN_MEMORY_LIMIT_BYTES = int(os.environ.get("HEADSTART_IN_MEMORY_LIMIT", 6 * 1024**3))
+_loaded: OrderedDict[str, np.ndarray] = OrderedDict()  # the few most recent arrays, shared by runs in one process
+_lock = threading.Lock()
+
+Progress = Callable[[int, int], None] | None
+
+
+def digests_in_order(manifest: DatasetManifest) -> list[str]:
+    return sorted({s.digest for s in manifest.samples})
+
+
+def rows_for(manifest: DatasetManifest, samples: Sequence) -> np.ndarray:
+    row_of = {d: i for i, d in enumerate(digests_in_order(manifest))}
+    return np.array([row_of[s.digest] for s in samples], dtype=np.int64)
+
+
+def decoded_images(manifest: DatasetManifest, size: int, on_progress: Progress = None) -> np.ndarray:
+    """All images of the data set as an N x size x size x 3 uint8 array: in memory if it fits, else memory-mapped."""
+    path = settings.cache_dir() / "decoded" / f"{manifest.fingerprint()}-{size}.npy"
+    if not path.exists():
+        _build_decoded(manifest, size, path, on_progress)
+    elif on_progress:
+        on_progress(len(digests_in_order(manifest)), len(digests_in_order(manifest)))
+    return _load(path)
+
+
+def is_decoded(manifest: DatasetManifest, size: int) -> bool:
+    return (settings.cache_dir() / "decoded" / f"{manifest.fingerprint()}-{size}.npy").exists()
+
+
+def _build_decoded(manifest: DatasetManifest, size: int, path: Path, on_progress: Progress) -> None:
+    path_of = {s.digest: s.path for s in manifest.samples}
+    digests = digests_in_order(manifest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(digests), size, size, 3))
+
+    def decode(row: int) -> int:
+        try:
+            out[row] = load_square(path_of[digests[row]], size)
+        except UnusableImage:
+            out[row] = 127  # the file changed since it was checked: a grey square, rather than losing the run
+        return row
+
+    # Pillow decodes without the GIL; two threads a core keep both cores busy without thrashing.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) * 2))) as pool:
+        for done, _ in enumerate(pool.map(decode, range(len(digests))), start=1):
+            if on_progress and (done % 16 == 0 or done == len(digests)):
+                on_progress(done, len(digests))
+    out.flush()
+    del out
+    os.replace(tmp, path)
+
+
+def feature_key(manifest: DatasetManifest, backbone: str, weights_id: str, img_size: int) -> str:
+    raw = f"{manifest.fingerprint()}|{backbone}|{weights_id}|{img_size}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+
+
+def feature_path(key: str) -> Path:
+    return settings.cache_dir() / "features" / f"{key}.npy"
+
+
+def cached_features(
+    key: str,
+    compute: Callable[[Progress], np.ndarray],
+    on_progress: Progress = None,
+) -> tuple[np.ndarray, bool]:
+    """The features stored under `key`, computing and storing them first if needed; also says if it was a hit."""
+    path = feature_path(key)
+    if path.exists():
+        return _load(path), True
+    features = compute(on_progress).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npy")
+    np.save(tmp, features)
+    os.replace(tmp, path)
+    return features, False
+
+
+def _load(path: Path) -> np.ndarray:
+    key = str(path)
+    with _lock:
+        if key in _loaded:
+            _loaded.move_to_end(key)
+            return _loaded[key]
+    if path.stat().st_size <= IN_MEMORY_LIMIT_BYTES:
+        array = np.load(path)
+    else:
+        array = np.load(path, mmap_mode="r")
+    with _lock:
+        _loaded[key] = array
+        while len(_loaded) > 3:
+            _loaded.popitem(last=False)
+    return array
+
+
+def to_batch(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows of the uint8 NHWC array as an NCHW uint8 tensor on `device` (pinned and non-blocking on CUDA)."""
+    batch = torch.from_numpy(np.ascontiguousarray(images[rows]))
+    batch = batch.permute(0, 3, 1, 2)
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)

@@ -1,0 +1,208 @@
+"""The run folder: everything a training run learns, written to disk as it happens.
+
+runs/<id>/
+  config.json        what was asked for (and the resolved input spec)
+  labels.json        class names, in the model's output order
+  split.json         which file is in which split, what was skipped and why
+  metrics.jsonl      one JSON event per line, appended and flushed while training
+  model.safetensors  the best weights so far
+  predictions.csv    validation set: path, true, predicted, confidence (of the best weights)
+  summary.json       the outcome; absent while training
+  .lock              held (flock) by the process that trains; a run with no summary whose lock is free was cut off
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tl_core.errors import RunNotFoundError
+
+try:
+    import fcntl
+except ImportError:  # Windows: fall back to the process id
+    fcntl = None
+
+FINISHED_STATES = ("finished", "stopped", "failed", "interrupted")
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    status: str  # running, finished, stopped, failed, interrupted
+    config: dict
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def has_model(self) -> bool:
+        return (self.run_dir / "model.safetensors").exists()
+
+    @property
+    def class_names(self) -> list[str]:
+        return read_json(self.run_dir / "labels.json", default=[])
+
+
+class RunWriter:
+    """Creates a run folder and writes into it; holds the folder's lock until closed."""
+
+    def __init__(self, runs_dir: str | Path, backbone: str):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone)[:40]
+        self.run_dir = Path(runs_dir) / f"{stamp}-{slug}-{secrets.token_hex(2)}"
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self._lock = open(self.run_dir / ".lock", "w")  # noqa: SIM115 - held for the run's lifetime
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+        if fcntl:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def write_json(self, name: str, payload) -> None:
+        write_json_atomic(self.run_dir / name, payload)
+
+    def log(self, event: dict) -> None:
+        self._metrics.write(json.dumps(event, default=_jsonable) + "\n")
+        self._metrics.flush()
+
+    def save_weights(self, model: torch.nn.Module) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        tmp = self.run_dir / "model.safetensors.tmp"
+        save_file(state, str(tmp))
+        os.replace(tmp, self.run_dir / "model.safetensors")
+
+    def write_predictions(self, rows: list[tuple[str, str, str, float]]) -> None:
+        tmp = self.run_dir / "predictions.csv.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "true", "predicted", "confidence"])
+            writer.writerows((p, t, pr, f"{c:.6f}") for p, t, pr, c in rows)
+        os.replace(tmp, self.run_dir / "predictions.csv")
+
+    def close(self) -> None:
+        self._metrics.close()
+        if fcntl:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """All events so far; a half-written last line (the process died mid-write) is ignored."""
+    events = []
+    try:
+        with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return events
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether some process (this one included) is still training into `run_dir`."""
+    lock_path = run_dir / ".lock"
+    if not lock_path.exists():
+        return False
+    if fcntl is None:
+        try:
+            pid = int(lock_path.read_text().strip() or 0)
+            os.kill(pid, 0)
+            return True
+        except (ValueError, OSError):
+            return False
+    with open(lock_path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def load_run(run_dir: str | Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    if config is None:
+        raise RunNotFoundError(f"'{run_dir}' is not a Headstart run folder (it has no readable config.json).")
+    summary = read_json(run_dir / "summary.json", default={})
+    if summary:
+        return RunInfo(run_dir, summary.get("status", "finished"), config, summary)
+    if is_locked(run_dir):
+        return RunInfo(run_dir, "running", config, {})
+    return RunInfo(run_dir, "interrupted", config, mark_interrupted(run_dir, config))
+
+
+def list_runs(runs_dir: str | Path) -> list[RunInfo]:
+    """Every run under `runs_dir`, newest first; unreadable folders are passed over."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    for run_dir in sorted(runs_dir.iterdir(), reverse=True):
+        if run_dir.is_dir() and (run_dir / "config.json").exists():
+            try:
+                found.append(load_run(run_dir))
+            except RunNotFoundError:
+                continue
+    return found
+
+
+def mark_interrupted(run_dir: Path, config: dict) -> dict:
+    """Write the summary of a run that was cut off, from what its metrics say it reached."""
+    epochs = [e for e in read_metrics(run_dir) if e.get("event") == "epoch"]
+    start = next((e for e in read_metrics(run_dir) if e.get("event") == "start"), {})
+    best = max((e["val_accuracy"] for e in epochs if e.get("val_accuracy") is not None), default=None)
+    summary = {
+        **{k: start.get(k) for k in ("backbone", "weights", "device", "num_classes", "class_names", "num_train",
+                                      "num_val", "frozen_blocks", "total_blocks", "trainable_params", "total_params")},
+        "run_dir": str(run_dir),
+        "status": "interrupted",
+        "epochs_run": len(epochs),
+        "val_accuracy": epochs[-1].get("val_accuracy") if epochs else None,
+        "best_val_accuracy": best,
+        "val_loss": epochs[-1].get("val_loss") if epochs else None,
+        "message": "The process stopped before this run ended (closed, killed or crashed). "
+        + ("The best weights up to then are kept." if (run_dir / "model.safetensors").exists() else "No weights were saved."),
+    }
+    summary["backbone"] = summary["backbone"] or config.get("backbone")
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+def _jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
