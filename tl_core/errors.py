@@ -17,3 +17,12 @@ class WeightsUnavailableError(HeadstartError):
 
 class RunNotFoundError(HeadstartError):
     """A run folder is missing or incomplete."""
+
+
+def user_message(exc: BaseException) -> str:
+    """The sentence to show a person for `exc`: ours are written for them; anything else is labelled as a failure."""
+    if isinstance(exc, HeadstartError | ValueError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "The computer ran out of memory. Lower the batch size or the image size, or use fewer images."
+    return f"Something went wrong inside Headstart ({type(exc).__name__}: {exc}). The run folder keeps what was done."

@@ -24,6 +24,7 @@ from tl_core import cache, settings
 from tl_core.backbones import create_backbone
 from tl_core.data import DatasetManifest, scan_dataset
 from tl_core.devices import describe_device, pick_device
+from tl_core.errors import user_message
 from tl_core.freezing import FreezePlan, apply_freeze, set_train_mode
 from tl_core.preprocess import InputSpec, to_model_input
 from tl_core.runs import RunWriter
@@ -99,7 +100,7 @@ def train(
     except StopRequested:
         summary = _summary_without_training(writer, state, "stopped", "Stopped before training began.")
     except Exception as exc:
-        summary = _summary_without_training(writer, state, "failed", _error_sentence(exc))
+        summary = _summary_without_training(writer, state, "failed", user_message(exc))
         writer.write_json("summary.json", {**summary, "train_seconds": round(time.monotonic() - started, 2)})
         emit({"event": "end", **summary})
         writer.close()
@@ -393,11 +394,3 @@ def _start_fields(config, backbone, device, manifest, plan, train_set, val_set) 
 def _summary_without_training(writer: RunWriter, state: dict, status: str, message: str) -> dict:
     return {**state, "run_dir": str(writer.run_dir), "status": status, "epochs_run": 0, "val_accuracy": None,
             "best_val_accuracy": None, "val_loss": None, "train_images_per_second": 0.0, "message": message}
-
-
-def _error_sentence(exc: Exception) -> str:
-    from tl_core.errors import HeadstartError
-
-    if isinstance(exc, HeadstartError | ValueError):
-        return str(exc)
-    return f"Training failed: {type(exc).__name__}: {exc}"

@@ -1,0 +1,147 @@
+"""The deployable bundle: one zip a person can take away and run without Headstart.
+
+model.safetensors, labels.json, preprocessing.json, predict.py (needs only torch, timm, pillow, safetensors),
+requirements.txt, summary.json and a model card (README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import timm
+
+from tl_core.errors import RunNotFoundError
+from tl_core.runs import load_run, read_json
+
+PREDICT_SCRIPT = '''"""Label images with this exported Headstart model: python predict.py IMAGE [IMAGE ...]"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+
+HERE = Path(__file__).parent
+PRE = json.loads((HERE / "preprocessing.json").read_text())
+LABELS = json.loads((HERE / "labels.json").read_text())
+
+
+def load_model():
+    model = timm.create_model(PRE["backbone"], pretrained=False, num_classes=len(LABELS))
+    model.load_state_dict(load_file(str(HERE / "model.safetensors")))
+    return model.eval()
+
+
+def preprocess(path):
+    img = ImageOps.exif_transpose(Image.open(path))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    img = img.convert("RGB")
+    size, crop = PRE["resize_to"], PRE["img_size"]
+    scale = size / min(img.size)
+    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+    img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (w - crop) // 2, (h - crop) // 2
+    img = img.crop((left, top, left + crop, top + crop))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)
+    mean = torch.tensor(PRE["mean"]).view(3, 1, 1) * 255
+    std = torch.tensor(PRE["std"]).view(3, 1, 1) * 255
+    return (x - mean) / std
+
+
+def main(paths):
+    model = load_model()
+    for path in paths:
+        with torch.no_grad():
+            probs = model(preprocess(path)[None]).softmax(1)[0]
+        conf, idx = probs.max(0)
+        print(json.dumps({"path": path, "label": LABELS[idx], "confidence": round(float(conf), 6)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+'''
+
+
+def export_bundle(run_dir: str | Path, out: Path) -> Path:
+    """Write the bundle of `run_dir` to `out` (a .zip) and return its path."""
+    run = load_run(run_dir)
+    weights = run.run_dir / "model.safetensors"
+    if not weights.exists():
+        raise RunNotFoundError(f"Run '{run.id}' has no trained weights to export (it saved none before it ended).")
+    spec = run.config["input"]
+    preprocessing = {
+        "backbone": run.config["backbone"],
+        "img_size": spec["img_size"],
+        "resize_to": spec["cache_size"],
+        "mean": spec["mean"],
+        "std": spec["std"],
+        "interpolation": "bicubic",
+        "steps": [
+            "decode to RGB, upright per EXIF, transparency on white",
+            f"resize the shorter side to {spec['cache_size']} px (bicubic)",
+            f"centre crop {spec['img_size']}x{spec['img_size']}",
+            "scale to 0..1, subtract mean, divide by std (per channel)",
+        ],
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(weights, "model.safetensors")
+        zf.writestr("labels.json", json.dumps(run.class_names, indent=2))
+        zf.writestr("preprocessing.json", json.dumps(preprocessing, indent=2))
+        zf.writestr("summary.json", json.dumps(run.summary, indent=2, default=str))
+        zf.writestr("predict.py", PREDICT_SCRIPT)
+        zf.writestr("requirements.txt", f"torch\ntimm>={timm.__version__}\npillow\nsafetensors\n")
+        zf.writestr("README.md", model_card(run.config, run.summary, run.class_names, run.run_dir))
+    tmp.replace(out)
+    return out
+
+
+def model_card(config: dict, summary: dict, class_names: list[str], run_dir: Path) -> str:
+    split = read_json(run_dir / "split.json", default={}) or {}
+    counts: dict[str, dict[str, int]] = {}
+    for row in split.get("files", []):
+        counts.setdefault(row["label"], {}).setdefault(row["split"], 0)
+        counts[row["label"]][row["split"]] += 1
+    lines = [
+        f"# Image classifier: {', '.join(class_names)}",
+        "",
+        f"Fine-tuned with Headstart from `{config['backbone']}` (weights: {summary.get('weights')}), "
+        f"{summary.get('frozen_blocks')}/{summary.get('total_blocks')} backbone blocks frozen, "
+        f"{summary.get('epochs_run')} epoch(s).",
+        "",
+        "## How good it is",
+        f"- Validation accuracy: {_pct(summary.get('best_val_accuracy'))} on {summary.get('num_val')} images "
+        f"(best epoch {summary.get('best_epoch')}).",
+    ]
+    if summary.get("test_accuracy") is not None:
+        lines.append(f"- Test accuracy: {_pct(summary['test_accuracy'])} on {summary.get('num_test')} held-out images.")
+    lines += ["", "## Data", "| class | train | val | test |", "|---|---|---|---|"]
+    lines += [f"| {name} | {counts.get(name, {}).get('train', 0)} | {counts.get(name, {}).get('val', 0)} | "
+              f"{counts.get(name, {}).get('test', 0)} |" for name in class_names]
+    lines += [
+        "",
+        "## Use",
+        "```",
+        "pip install -r requirements.txt",
+        "python predict.py photo.jpg",
+        "```",
+        "Input preprocessing is in `preprocessing.json`; class order in `labels.json`.",
+        "",
+        "## Limits",
+        "It knows only the classes above and answers with one of them even for pictures of something else. "
+        "Its accuracy holds for pictures like the ones it was trained on; check it on your own before relying on it.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"

@@ -1,0 +1,226 @@
+"""Training in the background: one worker thread per device, a queue in front of each, cheap progress snapshots.
+
+The UI (or any caller) submits a TrainConfig and gets a Job; `job.snapshot()` is safe to read from any thread at
+any time, `job.stop()` takes effect within one training step (or removes a job still waiting in the queue).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from tl_core.devices import pick_device
+from tl_core.errors import user_message
+from tl_core.training import TrainConfig, train
+
+ACTIVE_STATES = ("queued", "running")
+
+
+@dataclass
+class JobSnapshot:
+    id: str
+    device: str
+    state: str  # queued, running, finished, stopped, failed, cancelled
+    config: dict
+    queue_position: int = 0  # jobs ahead of this one on its device (0 when running)
+    stage: str = ""  # scan, decode, features, train
+    stage_done: int = 0
+    stage_total: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    total_steps: int = 0
+    images_per_second: float = 0.0
+    eta_seconds: float | None = None
+    lr: float | None = None
+    step_losses: list[tuple[int, float]] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # one dict per finished epoch
+    messages: list[str] = field(default_factory=list)
+    start_info: dict = field(default_factory=dict)
+    run_dir: str | None = None
+    summary: dict | None = None
+    error: str | None = None
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def fraction_done(self) -> float:
+        if self.state in ("finished", "stopped"):
+            return 1.0
+        if self.total_steps:
+            return min(1.0, self.step / self.total_steps)
+        return 0.0
+
+
+class Job:
+    def __init__(self, job_id: str, config: TrainConfig, device: str, manager: JobManager):
+        self.config = config
+        self._manager = manager
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._snap = JobSnapshot(job_id, device, "queued", asdict(config), submitted_at=time.time(),
+                                 epochs=config.epochs)
+
+    @property
+    def id(self) -> str:
+        return self._snap.id
+
+    @property
+    def device(self) -> str:
+        return self._snap.device
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._snap.state
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            snap = copy.copy(self._snap)
+            snap.step_losses = list(self._snap.step_losses)
+            snap.history = list(self._snap.history)
+            snap.messages = list(self._snap.messages)
+        if snap.state == "queued":
+            snap.queue_position = self._manager.queue_position(self)
+        return snap
+
+    def stop(self) -> None:
+        """Ask the job to stop: at the next training step, or at once if it is still waiting."""
+        self._stop.set()
+        with self._lock:
+            if self._snap.state == "queued":
+                self._snap.state = "cancelled"
+                self._snap.ended_at = time.time()
+                self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _on_event(self, event: dict) -> None:
+        kind = event["event"]
+        with self._lock:
+            snap = self._snap
+            if kind == "status":
+                snap.run_dir = event.get("run_dir")
+            elif kind == "progress":
+                snap.stage, snap.stage_done, snap.stage_total = event["stage"], event["done"], event["total"]
+            elif kind == "start":
+                snap.start_info = {k: v for k, v in event.items() if k not in ("event", "time")}
+            elif kind == "step":
+                snap.stage = "train"
+                snap.epoch, snap.step, snap.total_steps = event["epoch"], event["step"], event["total_steps"]
+                snap.images_per_second, snap.eta_seconds, snap.lr = (
+                    event["images_per_second"], event["eta_seconds"], event["lr"])
+                snap.step_losses.append((event["step"], event["loss"]))
+            elif kind == "epoch":
+                snap.history.append({k: v for k, v in event.items() if k not in ("event", "time")})
+            elif kind == "message":
+                snap.messages.append(event["text"])
+            elif kind == "feature_cache":
+                snap.messages.append(
+                    "Backbone features came from the cache: only the head trains." if event["hit"] else
+                    "Backbone features computed once and cached: the next run on these images skips this step."
+                )
+
+    def _run(self) -> None:
+        with self._lock:
+            if self._snap.state != "queued":
+                return
+            self._snap.state = "running"
+            self._snap.started_at = time.time()
+        summary, error = None, None
+        try:
+            summary = train(self.config, on_event=self._on_event, should_stop=self._stop.is_set)
+            state = summary["status"]
+        except Exception as exc:  # noqa: BLE001 - a failed job reports; the worker thread must live on
+            state, error = "failed", user_message(exc)
+        with self._lock:
+            self._snap.state = state
+            self._snap.summary = summary
+            self._snap.error = error
+            self._snap.ended_at = time.time()
+            self._done.set()
+
+
+class JobManager:
+    """One per process. Each device trains one job at a time; the others wait in its queue."""
+
+    def __init__(self):
+        self._jobs: dict[str, Job] = {}
+        self._queues: dict[str, queue.Queue] = {}
+        self._waiting: dict[str, list[Job]] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    def submit(self, config: TrainConfig) -> Job:
+        device = str(pick_device(config.device))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("The job manager is shut down.")
+            job = Job(f"job-{next(self._ids)}-{int(time.time())}", config, device, self)
+            self._jobs[job.id] = job
+            self._waiting.setdefault(device, []).append(job)
+            if device not in self._threads:
+                self._queues[device] = queue.Queue()
+                thread = threading.Thread(target=self._worker, args=(device,), name=f"headstart-{device}", daemon=True)
+                self._threads[device] = thread
+                thread.start()
+            self._queues[device].put(job)
+        return job
+
+    def queue_position(self, job: Job) -> int:
+        """How many jobs are before `job` on its device, the running one included."""
+        with self._lock:
+            waiting = [j for j in self._waiting.get(job.device, []) if not j.stop_requested]
+            same_device = [j for j in self._jobs.values() if j.device == job.device]
+        running = any(j.state == "running" for j in same_device)
+        return (waiting.index(job) if job in waiting else 0) + int(running)
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> list[Job]:
+        """Every job of this process, newest first."""
+        return list(reversed(self._jobs.values()))
+
+    def active_jobs(self) -> list[Job]:
+        return [j for j in self.jobs() if j.snapshot().active]
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every job and end the workers (tests, server exit)."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.stop()
+        for device, q in self._queues.items():
+            q.put(None)
+        for thread in self._threads.values():
+            thread.join(timeout)
+
+    def _worker(self, device: str) -> None:
+        q = self._queues[device]
+        while True:
+            job = q.get()
+            if job is None:
+                return
+            with self._lock:
+                if job in self._waiting.get(device, []):
+                    self._waiting[device].remove(job)
+            job._run()
