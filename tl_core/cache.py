@@ -55,26 +55,31 @@ def is_decoded(manifest: DatasetManifest, size: int) -> bool:
 
 def _build_decoded(manifest: DatasetManifest, size: int, path: Path, on_progress: Progress) -> None:
     path_of = {s.digest: s.path for s in manifest.samples}
-    digests = digests_in_order(manifest)
+    files = [path_of[d] for d in digests_in_order(manifest)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(digests), size, size, 3))
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+        _decode_into(array, files, size, on_progress)
+        array.flush()
+        del array  # closes the memory map before the rename
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
-    def decode(row: int) -> int:
+
+def _decode_into(array: np.ndarray, files: list[str], size: int, on_progress: Progress) -> None:
+    def decode(row: int) -> None:
         try:
-            out[row] = load_square(path_of[digests[row]], size)
+            array[row] = load_square(files[row], size)
         except UnusableImage:
-            out[row] = 127  # the file changed since it was checked: a grey square, rather than losing the run
-        return row
+            array[row] = 127  # the file changed since it was checked: a grey square, rather than losing the run
 
     # Pillow decodes without the GIL; two threads a core keep both cores busy without thrashing.
     with ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) * 2))) as pool:
-        for done, _ in enumerate(pool.map(decode, range(len(digests))), start=1):
-            if on_progress and (done % 16 == 0 or done == len(digests)):
-                on_progress(done, len(digests))
-    out.flush()
-    del out
-    os.replace(tmp, path)
+        for done, _ in enumerate(pool.map(decode, range(len(files))), start=1):
+            if on_progress and (done % 16 == 0 or done == len(files)):
+                on_progress(done, len(files))
 
 
 def feature_key(manifest: DatasetManifest, backbone: str, weights_id: str, img_size: int) -> str:
@@ -109,10 +114,7 @@ def _load(path: Path) -> np.ndarray:
         if key in _loaded:
             _loaded.move_to_end(key)
             return _loaded[key]
-    if path.stat().st_size <= IN_MEMORY_LIMIT_BYTES:
-        array = np.load(path)
-    else:
-        array = np.load(path, mmap_mode="r")
+    array = np.load(path) if path.stat().st_size <= IN_MEMORY_LIMIT_BYTES else np.load(path, mmap_mode="r")
     with _lock:
         _loaded[key] = array
         while len(_loaded) > 3:

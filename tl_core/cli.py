@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tl_core", description="Headstart: fine-tune a pretrained image model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tl_core", description="Headstart: fine-tune a pretrained image model."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train on DATA_DIR (one sub-folder per class, or train/ and val/)")
@@ -92,11 +94,25 @@ def _train(args) -> int:
     if freeze not in ("all", "none") and not freeze.isdigit():
         raise ValueError(f"--freeze takes all, none or a number of blocks, not '{freeze}'.")
     config = TrainConfig(
-        data_dir=args.data_dir, backbone=args.backbone, weights=args.weights, freeze=freeze, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, img_size=args.img_size, val_split=args.val_split,
-        test_split=args.test_split, seed=args.seed, device=args.device, runs_dir=args.runs_dir, augment=args.augment,
-        label_smoothing=args.label_smoothing, class_balanced=args.class_balanced, early_stopping=args.early_stopping,
-        layer_decay=args.layer_decay, feature_cache=not args.no_feature_cache,
+        data_dir=args.data_dir,
+        backbone=args.backbone,
+        weights=args.weights,
+        freeze=freeze,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        img_size=args.img_size,
+        val_split=args.val_split,
+        test_split=args.test_split,
+        seed=args.seed,
+        device=args.device,
+        runs_dir=args.runs_dir,
+        augment=args.augment,
+        label_smoothing=args.label_smoothing,
+        class_balanced=args.class_balanced,
+        early_stopping=args.early_stopping,
+        layer_decay=args.layer_decay,
+        feature_cache=not args.no_feature_cache,
     )
     bar = _ProgressPrinter()
     try:
@@ -138,8 +154,12 @@ def _runs(args) -> int:
 
     runs = list_runs(args.runs_dir)
     for run in runs:
-        row = {"run_dir": str(run.run_dir), "status": run.status, "backbone": run.config.get("backbone"),
-               "best_val_accuracy": run.summary.get("best_val_accuracy")}
+        row = {
+            "run_dir": str(run.run_dir),
+            "status": run.status,
+            "backbone": run.config.get("backbone"),
+            "best_val_accuracy": run.summary.get("best_val_accuracy"),
+        }
         if args.json:
             print(json.dumps(row))
         else:
@@ -160,29 +180,44 @@ class _ProgressPrinter:
 
         kind = event["event"]
         if kind == "progress" and event["stage"] != self._stage:
-            self._new_bar(tqdm, event["total"], {"scan": "Checking images", "decode": "Decoding images",
-                                                 "features": "Backbone features"}.get(event["stage"], event["stage"]))
+            self._new_bar(
+                tqdm,
+                event["total"],
+                {"scan": "Checking images", "decode": "Decoding images", "features": "Backbone features"}.get(
+                    event["stage"], event["stage"]
+                ),
+            )
             self._stage = event["stage"]
         if kind == "progress" and self._bar is not None:
             self._bar.n = event["done"]
             self._bar.refresh()
         elif kind == "start":
-            print(f"Training {event['backbone']} ({event['weights']} weights) on {event['device_name']}: "
-                  f"{event['num_train']} training / {event['num_val']} validation images, "
-                  f"{event['frozen_blocks']}/{event['total_blocks']} blocks frozen, "
-                  f"{event['trainable_params']:,} of {event['total_params']:,} parameters train.", file=sys.stderr)
+            print(
+                f"Training {event['backbone']} ({event['weights']} weights) on {event['device_name']}: "
+                f"{event['num_train']} training / {event['num_val']} validation images, "
+                f"{event['frozen_blocks']}/{event['total_blocks']} blocks frozen, "
+                f"{event['trainable_params']:,} of {event['total_params']:,} parameters train.",
+                file=sys.stderr,
+            )
         elif kind == "step":
             if self._stage != "train":
                 self._new_bar(tqdm, event["total_steps"], "Training")
                 self._stage = "train"
             self._bar.n = event["step"]
-            self._bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}", img_s=f"{event['images_per_second']:.0f}",
-                                  refresh=False)
+            self._bar.set_postfix(
+                epoch=event["epoch"],
+                loss=f"{event['loss']:.3f}",
+                img_s=f"{event['images_per_second']:.0f}",
+                refresh=False,
+            )
             self._bar.refresh()
         elif kind == "epoch" and self._bar is not None:
-            self._bar.write(f"epoch {event['epoch']}/{event['epochs']}: train loss {event['train_loss']:.3f}, "
-                            f"val loss {event['val_loss']:.3f}, val accuracy {event['val_accuracy']:.1%}"
-                            + ("  (best so far, saved)" if event["best"] else ""), file=sys.stderr)
+            self._bar.write(
+                f"epoch {event['epoch']}/{event['epochs']}: train loss {event['train_loss']:.3f}, "
+                f"val loss {event['val_loss']:.3f}, val accuracy {event['val_accuracy']:.1%}"
+                + ("  (best so far, saved)" if event["best"] else ""),
+                file=sys.stderr,
+            )
         elif kind == "message":
             print(event["text"], file=sys.stderr)
 
@@ -200,5 +235,7 @@ def _print_summary(summary: dict) -> None:
     print(f"{summary['status']}: {summary.get('message', '')}")
     print(f"run folder: {summary['run_dir']}")
     if summary.get("best_val_accuracy") is not None:
-        print(f"best validation accuracy: {summary['best_val_accuracy']:.1%} "
-              f"({summary['num_val']} images, {summary['num_classes']} classes)")
+        print(
+            f"best validation accuracy: {summary['best_val_accuracy']:.1%} "
+            f"({summary['num_val']} images, {summary['num_classes']} classes)"
+        )

@@ -104,7 +104,9 @@ def scan_dataset(
     skipped: list[Problem] = []
     if source.is_file():
         if not zipfile.is_zipfile(source):
-            raise DataError(f"'{source.name}' is neither a folder nor a zip file. Give a folder with one sub-folder per class.")
+            raise DataError(
+                f"'{source.name}' is neither a folder nor a zip file. Give a folder with one sub-folder per class."
+            )
         source, skipped = extract_zip(source, settings.cache_dir() / "unzipped")
     root = _unwrap(source)
     split_dirs = {SPLIT_FOLDERS[p.name.lower()]: p for p in _visible_dirs(root) if p.name.lower() in SPLIT_FOLDERS}
@@ -294,7 +296,11 @@ def _warn_about_counts(samples: list[Sample], class_names: list[str], warnings: 
             "loss, or add images to the small classes."
         )
     if any(s.split == "val" for s in samples):
-        no_val = [class_names[i] for i in range(len(class_names)) if not any(s.label == i and s.split == "val" for s in samples)]
+        no_val = [
+            class_names[i]
+            for i in range(len(class_names))
+            if not any(s.label == i and s.split == "val" for s in samples)
+        ]
         if no_val:
             warnings.append(f"No validation image for: {', '.join(no_val)}; its accuracy cannot be measured.")
 

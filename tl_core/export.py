@@ -125,8 +125,11 @@ def model_card(config: dict, summary: dict, class_names: list[str], run_dir: Pat
     if summary.get("test_accuracy") is not None:
         lines.append(f"- Test accuracy: {_pct(summary['test_accuracy'])} on {summary.get('num_test')} held-out images.")
     lines += ["", "## Data", "| class | train | val | test |", "|---|---|---|---|"]
-    lines += [f"| {name} | {counts.get(name, {}).get('train', 0)} | {counts.get(name, {}).get('val', 0)} | "
-              f"{counts.get(name, {}).get('test', 0)} |" for name in class_names]
+    lines += [
+        f"| {name} | {counts.get(name, {}).get('train', 0)} | {counts.get(name, {}).get('val', 0)} | "
+        f"{counts.get(name, {}).get('test', 0)} |"
+        for name in class_names
+    ]
     lines += [
         "",
         "## Use",

@@ -65,7 +65,9 @@ def resolve_depth(freeze: str | int, total_blocks: int) -> int:
     except (TypeError, ValueError):
         raise ValueError(f"Freeze depth must be 'all', 'none' or a number of blocks, not '{freeze}'.") from None
     if not 0 <= depth <= total_blocks:
-        raise ValueError(f"Freeze depth {depth} is out of range: this backbone has {total_blocks} blocks (0 to {total_blocks}).")
+        raise ValueError(
+            f"Freeze depth {depth} is out of range: this backbone has {total_blocks} blocks (0 to {total_blocks})."
+        )
     return depth
 
 

@@ -68,8 +68,9 @@ class Job:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._snap = JobSnapshot(job_id, device, "queued", asdict(config), submitted_at=time.time(),
-                                 epochs=config.epochs)
+        self._snap = JobSnapshot(
+            job_id, device, "queued", asdict(config), submitted_at=time.time(), epochs=config.epochs
+        )
 
     @property
     def id(self) -> str:
@@ -124,7 +125,10 @@ class Job:
                 snap.stage = "train"
                 snap.epoch, snap.step, snap.total_steps = event["epoch"], event["step"], event["total_steps"]
                 snap.images_per_second, snap.eta_seconds, snap.lr = (
-                    event["images_per_second"], event["eta_seconds"], event["lr"])
+                    event["images_per_second"],
+                    event["eta_seconds"],
+                    event["lr"],
+                )
                 snap.step_losses.append((event["step"], event["loss"]))
             elif kind == "epoch":
                 snap.history.append({k: v for k, v in event.items() if k not in ("event", "time")})
@@ -132,8 +136,9 @@ class Job:
                 snap.messages.append(event["text"])
             elif kind == "feature_cache":
                 snap.messages.append(
-                    "Backbone features came from the cache: only the head trains." if event["hit"] else
-                    "Backbone features computed once and cached: the next run on these images skips this step."
+                    "Backbone features came from the cache: only the head trains."
+                    if event["hit"]
+                    else "Backbone features computed once and cached: the next run on these images skips this step."
                 )
 
     def _run(self) -> None:
@@ -209,7 +214,7 @@ class JobManager:
             jobs = list(self._jobs.values())
         for job in jobs:
             job.stop()
-        for device, q in self._queues.items():
+        for _device, q in self._queues.items():
             q.put(None)
         for thread in self._threads.values():
             thread.join(timeout)

@@ -27,7 +27,9 @@ class Evaluation:
 def read_predictions(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "predictions.csv"
     if not path.exists():
-        raise RunNotFoundError(f"Run '{Path(run_dir).name}' has no predictions.csv: it ended before its first validation.")
+        raise RunNotFoundError(
+            f"Run '{Path(run_dir).name}' has no predictions.csv: it ended before its first validation."
+        )
     with open(path, newline="", encoding="utf-8") as f:
         return [{**row, "confidence": float(row["confidence"])} for row in csv.DictReader(f)]
 
@@ -41,9 +43,7 @@ def evaluate_run(run_dir: str | Path) -> Evaluation:
     y_true = np.array([index[r["true"]] for r in rows], dtype=int)
     y_pred = np.array([index[r["predicted"]] for r in rows], dtype=int)
     labels = list(range(len(class_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = [
         {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)

@@ -40,7 +40,9 @@ class Predictor:
         model = timm.create_model(config["backbone"], pretrained=False, num_classes=len(class_names))
         model.load_state_dict(load_file(str(weights)))
         model.eval().to(device)
-        spec = InputSpec(**{**config["input"], "mean": tuple(config["input"]["mean"]), "std": tuple(config["input"]["std"])})
+        spec = InputSpec(
+            **{**config["input"], "mean": tuple(config["input"]["mean"]), "std": tuple(config["input"]["std"])}
+        )
         return cls(model, class_names, spec, config["backbone"], torch.device(device))
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
@@ -56,11 +58,13 @@ class Predictor:
         results = []
         for probs in self.probabilities(images):
             order = np.argsort(-probs)[: max(1, min(top_k, len(self.class_names)))]
-            results.append({
-                "label": self.class_names[order[0]],
-                "confidence": float(probs[order[0]]),
-                "top_k": [{"label": self.class_names[i], "confidence": float(probs[i])} for i in order],
-            })
+            results.append(
+                {
+                    "label": self.class_names[order[0]],
+                    "confidence": float(probs[order[0]]),
+                    "top_k": [{"label": self.class_names[i], "confidence": float(probs[i])} for i in order],
+                }
+            )
         return results
 
     def predict_paths(self, paths: list[str | Path], top_k: int = 3) -> list[dict]:

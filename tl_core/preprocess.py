@@ -24,7 +24,12 @@ class InputSpec:
         return cls(size, max(size, round(size / crop_pct)), tuple(data_config["mean"]), tuple(data_config["std"]))
 
     def to_dict(self) -> dict:
-        return {"img_size": self.img_size, "cache_size": self.cache_size, "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "img_size": self.img_size,
+            "cache_size": self.cache_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
 
 def to_model_input(

@@ -182,8 +182,22 @@ def mark_interrupted(run_dir: Path, config: dict) -> dict:
     start = next((e for e in read_metrics(run_dir) if e.get("event") == "start"), {})
     best = max((e["val_accuracy"] for e in epochs if e.get("val_accuracy") is not None), default=None)
     summary = {
-        **{k: start.get(k) for k in ("backbone", "weights", "device", "num_classes", "class_names", "num_train",
-                                      "num_val", "frozen_blocks", "total_blocks", "trainable_params", "total_params")},
+        **{
+            k: start.get(k)
+            for k in (
+                "backbone",
+                "weights",
+                "device",
+                "num_classes",
+                "class_names",
+                "num_train",
+                "num_val",
+                "frozen_blocks",
+                "total_blocks",
+                "trainable_params",
+                "total_params",
+            )
+        },
         "run_dir": str(run_dir),
         "status": "interrupted",
         "epochs_run": len(epochs),
@@ -191,7 +205,11 @@ def mark_interrupted(run_dir: Path, config: dict) -> dict:
         "best_val_accuracy": best,
         "val_loss": epochs[-1].get("val_loss") if epochs else None,
         "message": "The process stopped before this run ended (closed, killed or crashed). "
-        + ("The best weights up to then are kept." if (run_dir / "model.safetensors").exists() else "No weights were saved."),
+        + (
+            "The best weights up to then are kept."
+            if (run_dir / "model.safetensors").exists()
+            else "No weights were saved."
+        ),
     }
     summary["backbone"] = summary["backbone"] or config.get("backbone")
     write_json_atomic(run_dir / "summary.json", summary)

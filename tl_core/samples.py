@@ -43,7 +43,9 @@ def _build_eurosat(dest: Path, per_class: int) -> Path:
     try:
         data = EuroSAT(root=str(dest.parent / "_downloads"), download=True)
     except Exception as exc:  # noqa: BLE001 - network failures come in many kinds
-        raise DataError(f"EuroSAT could not be downloaded ({exc}). It needs the internet; try the offline sample.") from exc
+        raise DataError(
+            f"EuroSAT could not be downloaded ({exc}). It needs the internet; try the offline sample."
+        ) from exc
     taken: dict[int, int] = {}
     for path, label in data.samples:
         if taken.get(label, 0) >= per_class:
@@ -58,11 +60,20 @@ def _build_eurosat(dest: Path, per_class: int) -> Path:
 SAMPLES: dict[str, SampleSet] = {
     s.key: s
     for s in [
-        SampleSet("digits", "Handwritten digits (offline)",
-                  "Scanned handwritten digits 0-9 from scikit-learn: small, works without internet.", False, _build_digits),
-        SampleSet("eurosat", "EuroSAT land use (internet)",
-                  "Satellite pictures of farmland, forest, rivers, towns... 10 classes; downloaded once.", True,
-                  _build_eurosat),
+        SampleSet(
+            "digits",
+            "Handwritten digits (offline)",
+            "Scanned handwritten digits 0-9 from scikit-learn: small, works without internet.",
+            False,
+            _build_digits,
+        ),
+        SampleSet(
+            "eurosat",
+            "EuroSAT land use (internet)",
+            "Satellite pictures of farmland, forest, rivers, towns... 10 classes; downloaded once.",
+            True,
+            _build_eurosat,
+        ),
     ]
 }
 

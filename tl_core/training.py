@@ -93,7 +93,9 @@ def train(
 
         return report
 
-    writer.write_json("config.json", {**asdict(config), "lr": config.resolved_lr(), "augment": config.resolved_augment()})
+    writer.write_json(
+        "config.json", {**asdict(config), "lr": config.resolved_lr(), "augment": config.resolved_augment()}
+    )
     emit({"event": "status", "state": "starting", "run_dir": str(writer.run_dir)})
     try:
         summary = _train(config, writer, emit, progress, should_stop, manifest, state)
@@ -116,8 +118,13 @@ def _train(config, writer, emit, progress, should_stop, manifest, state) -> dict
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     if manifest is None:
-        manifest = scan_dataset(config.data_dir, val_fraction=config.val_split, test_fraction=config.test_split,
-                                seed=config.seed, on_progress=progress("scan"))
+        manifest = scan_dataset(
+            config.data_dir,
+            val_fraction=config.val_split,
+            test_fraction=config.test_split,
+            seed=config.seed,
+            on_progress=progress("scan"),
+        )
     writer.write_json("split.json", manifest.split_table())
     writer.write_json("labels.json", manifest.class_names)
     train_set, val_set, test_set = manifest.split("train"), manifest.split("val"), manifest.split("test")
@@ -130,21 +137,41 @@ def _train(config, writer, emit, progress, should_stop, manifest, state) -> dict
     augment = config.resolved_augment()
     head_only = plan.frozen_blocks == plan.total_blocks
     use_features = head_only and not augment and config.feature_cache
-    writer.write_json("config.json", {**asdict(config), "lr": config.resolved_lr(), "augment": augment,
-                                      "num_classes": num_classes, "input": spec.to_dict(),
-                                      "weights_used": backbone.weights})
+    writer.write_json(
+        "config.json",
+        {
+            **asdict(config),
+            "lr": config.resolved_lr(),
+            "augment": augment,
+            "num_classes": num_classes,
+            "input": spec.to_dict(),
+            "weights_used": backbone.weights,
+        },
+    )
     state.update(_start_fields(config, backbone, device, manifest, plan, train_set, val_set))
-    emit({"event": "start", **state, "feature_cache": use_features, "augment": augment,
-          "input": spec.to_dict(), "device_name": describe_device(device)})
+    emit(
+        {
+            "event": "start",
+            **state,
+            "feature_cache": use_features,
+            "augment": augment,
+            "input": spec.to_dict(),
+            "device_name": describe_device(device),
+        }
+    )
 
     images = cache.decoded_images(manifest, spec.cache_size, on_progress=progress("decode"))
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    labels = {split: torch.tensor([s.label for s in samples]) for split, samples in
-              (("train", train_set), ("val", val_set), ("test", test_set))}
-    rows = {split: cache.rows_for(manifest, samples) for split, samples in
-            (("train", train_set), ("val", val_set), ("test", test_set))}
+    labels = {
+        split: torch.tensor([s.label for s in samples])
+        for split, samples in (("train", train_set), ("val", val_set), ("test", test_set))
+    }
+    rows = {
+        split: cache.rows_for(manifest, samples)
+        for split, samples in (("train", train_set), ("val", val_set), ("test", test_set))
+    }
 
     if use_features:
         features, hit = _backbone_features(model, manifest, images, spec, backbone, config, device, progress)
@@ -167,18 +194,49 @@ def _train(config, writer, emit, progress, should_stop, manifest, state) -> dict
 
         trained_module = model
 
-    return _fit(config, model, trained_module, plan, batch_logits, rows, labels, manifest, writer, emit,
-                should_stop, device, state, spec, use_features)
+    return _fit(
+        config,
+        model,
+        trained_module,
+        plan,
+        batch_logits,
+        rows,
+        labels,
+        manifest,
+        writer,
+        emit,
+        should_stop,
+        device,
+        state,
+        spec,
+        use_features,
+    )
 
 
-def _fit(config, model, trained_module, plan, batch_logits, rows, labels, manifest, writer, emit, should_stop,
-         device, state, spec, use_features) -> dict:
+def _fit(
+    config,
+    model,
+    trained_module,
+    plan,
+    batch_logits,
+    rows,
+    labels,
+    manifest,
+    writer,
+    emit,
+    should_stop,
+    device,
+    state,
+    spec,
+    use_features,
+) -> dict:
     """The loop proper: epochs of shuffled batches, a validation pass after each, best weights kept."""
     lr = config.resolved_lr()
     optimizer = torch.optim.AdamW(_param_groups(model, plan, lr, config), lr=lr, weight_decay=config.weight_decay)
     class_weights = _class_weights(labels["train"], len(manifest.class_names)) if config.class_balanced else None
-    criterion = nn.CrossEntropyLoss(weight=None if class_weights is None else class_weights.to(device),
-                                    label_smoothing=config.label_smoothing)
+    criterion = nn.CrossEntropyLoss(
+        weight=None if class_weights is None else class_weights.to(device), label_smoothing=config.label_smoothing
+    )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     rng = np.random.default_rng(config.seed)
     num_train = len(rows["train"])
@@ -215,10 +273,20 @@ def _fit(config, model, trained_module, plan, batch_logits, rows, labels, manife
             loss_sum += loss_value * (end - start)
             correct += int((logits.argmax(1) == y).sum())
             speed = progress["images_seen"] / max(progress["train_time"], 1e-9)
-            emit({"event": "step", "epoch": epoch, "step": progress["step"], "epoch_step": index,
-                  "steps_per_epoch": len(batches), "total_steps": len(batches) * config.epochs,
-                  "loss": round(loss_value, 5), "lr": lr_now, "images_per_second": round(speed, 2),
-                  "eta_seconds": round((total_images - progress["images_seen"]) / speed, 1)})
+            emit(
+                {
+                    "event": "step",
+                    "epoch": epoch,
+                    "step": progress["step"],
+                    "epoch_step": index,
+                    "steps_per_epoch": len(batches),
+                    "total_steps": len(batches) * config.epochs,
+                    "loss": round(loss_value, 5),
+                    "lr": lr_now,
+                    "images_per_second": round(speed, 2),
+                    "eta_seconds": round((total_images - progress["images_seen"]) / speed, 1),
+                }
+            )
         return loss_sum / num_train, correct / num_train
 
     best = {"accuracy": -1.0, "loss": math.inf, "epoch": 0, "predictions": []}
@@ -236,13 +304,24 @@ def _fit(config, model, trained_module, plan, batch_logits, rows, labels, manife
                         raise
                     progress["batch_size"] //= 2
                     torch.cuda.empty_cache()
-                    emit({"event": "message", "level": "warning",
-                          "text": f"The GPU ran out of memory; going on with batch size {progress['batch_size']}."})
+                    emit(
+                        {
+                            "event": "message",
+                            "level": "warning",
+                            "text": f"The GPU ran out of memory; going on with batch size {progress['batch_size']}.",
+                        }
+                    )
             val = _evaluate(batch_logits, rows["val"], labels["val"], autocast, trained_module, model, device)
-            record = {"epoch": epoch, "epochs": config.epochs, "train_loss": train_loss,
-                      "train_accuracy": train_accuracy, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                      "lr": optimizer.param_groups[-1]["lr"],
-                      "images_per_second": round(progress["images_seen"] / max(progress["train_time"], 1e-9), 2)}
+            record = {
+                "epoch": epoch,
+                "epochs": config.epochs,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "lr": optimizer.param_groups[-1]["lr"],
+                "images_per_second": round(progress["images_seen"] / max(progress["train_time"], 1e-9), 2),
+            }
             history.append(record)
             state["epochs_run"] = epoch
             improved = (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"])
@@ -255,8 +334,10 @@ def _fit(config, model, trained_module, plan, batch_logits, rows, labels, manife
             else:
                 stale_epochs += 1
             if config.early_stopping and stale_epochs >= config.early_stopping:
-                message = (f"Stopped early after epoch {epoch}: the validation loss had not improved for "
-                           f"{config.early_stopping} epochs.")
+                message = (
+                    f"Stopped early after epoch {epoch}: the validation loss had not improved for "
+                    f"{config.early_stopping} epochs."
+                )
                 break
     except StopRequested:
         status = "stopped"
@@ -343,8 +424,15 @@ def _param_groups(model: nn.Module, plan: FreezePlan, lr: float, config: TrainCo
         if param.requires_grad:
             key = (scale_of.get(name, 1.0), param.ndim <= 1)
             groups.setdefault(key, []).append(param)
-    return [{"params": params, "lr": lr * scale, "lr_scale": scale, "weight_decay": 0.0 if no_decay else config.weight_decay}
-            for (scale, no_decay), params in groups.items()]
+    return [
+        {
+            "params": params,
+            "lr": lr * scale,
+            "lr_scale": scale,
+            "weight_decay": 0.0 if no_decay else config.weight_decay,
+        }
+        for (scale, no_decay), params in groups.items()
+    ]
 
 
 def _lr_factor(images_seen: float, total_images: float, warmup_images: float) -> float:
@@ -392,5 +480,14 @@ def _start_fields(config, backbone, device, manifest, plan, train_set, val_set) 
 
 
 def _summary_without_training(writer: RunWriter, state: dict, status: str, message: str) -> dict:
-    return {**state, "run_dir": str(writer.run_dir), "status": status, "epochs_run": 0, "val_accuracy": None,
-            "best_val_accuracy": None, "val_loss": None, "train_images_per_second": 0.0, "message": message}
+    return {
+        **state,
+        "run_dir": str(writer.run_dir),
+        "status": status,
+        "epochs_run": 0,
+        "val_accuracy": None,
+        "best_val_accuracy": None,
+        "val_loss": None,
+        "train_images_per_second": 0.0,
+        "message": message,
+    }
