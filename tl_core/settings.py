@@ -22,7 +22,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("HEADSTART_DATA_DIR", "data"))
 
 
-def server_data_root() -> Path | None:
-    """The only folder (and below) whose data sets the web app may open by path; None when not allowed."""
-    value = os.environ.get("HEADSTART_SERVER_DATA_ROOT", "")
-    return Path(value).expanduser().resolve() if value else None
+def server_data_root() -> Path:
+    """The only folder (and below) whose data sets the web app may open by path (default: the home folder)."""
+    return Path(os.environ.get("HEADSTART_SERVER_DATA_ROOT", Path.home())).expanduser().resolve()
