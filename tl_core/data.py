@@ -184,12 +184,14 @@ def extract_zip(archive: Path, into: Path) -> tuple[Path, list[Problem]]:
             )
         for member in members:
             name = member.filename.replace("\\", "/")
-            if member.is_dir() or any(is_ignored(part) for part in name.split("/") if part):
+            if member.is_dir():
                 continue
             target = (dest / name).resolve()
             unsafe = name.startswith("/") or ".." in name.split("/") or ":" in name.split("/")[0]
             if unsafe or not target.is_relative_to(dest):
                 skipped.append(Problem(name, "refused: its path would write outside the data set folder"))
+                continue
+            if any(is_ignored(part) for part in name.split("/")):
                 continue
             if stat.S_ISLNK(member.external_attr >> 16):
                 skipped.append(Problem(name, "refused: symbolic links inside a zip are not followed"))

@@ -1,0 +1,92 @@
+"""Background jobs: snapshots while running, a queue per device, stop within one step, cancel while queued."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import write_image
+from tl_core.jobs import JobManager
+from tl_core.training import TrainConfig
+
+
+@pytest.fixture
+def manager():
+    jobs = JobManager()
+    yield jobs
+    jobs.shutdown()
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    for name, color in [("a", (200, 40, 40)), ("b", (40, 40, 200))]:
+        for i in range(12):
+            write_image(tmp_path / "data" / name / f"{i}.png", color=color)
+    return tmp_path / "data"
+
+
+def _config(data, tmp_path, epochs):
+    return TrainConfig(
+        str(data),
+        backbone="test_efficientnet",
+        weights="none",
+        freeze="none",
+        epochs=epochs,
+        batch_size=4,
+        img_size=32,
+        runs_dir=str(tmp_path / "runs"),
+        early_stopping=0,
+    )
+
+
+def _wait_until(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_second_job_queues_then_runs_and_stop_is_prompt(manager, tiny_data, tmp_path):
+    first = manager.submit(_config(tiny_data, tmp_path, epochs=500))
+    second = manager.submit(_config(tiny_data, tmp_path, epochs=1))
+    assert _wait_until(lambda: first.snapshot().step >= 3)
+
+    waiting = second.snapshot()
+    assert waiting.state == "queued" and waiting.queue_position == 1
+    running = first.snapshot()
+    assert running.state == "running" and running.stage == "train" and running.step_losses
+
+    first.stop()
+    steps_at_stop = first.snapshot().step
+    assert first.wait(30)
+    final = first.snapshot()
+    assert final.state == "stopped"
+    assert final.step <= steps_at_stop + 1  # the step under way may finish; no other starts
+    assert final.summary["status"] == "stopped"
+
+    assert second.wait(60)
+    done = second.snapshot()
+    assert done.state == "finished" and len(done.history) == 1 and done.summary["epochs_run"] == 1
+    assert done.fraction_done == 1.0
+
+
+def test_a_queued_job_can_be_cancelled(manager, tiny_data, tmp_path):
+    first = manager.submit(_config(tiny_data, tmp_path, epochs=500))
+    second = manager.submit(_config(tiny_data, tmp_path, epochs=1))
+    second.stop()
+    assert second.snapshot().state == "cancelled"
+    first.stop()
+    assert first.wait(30)
+    time.sleep(0.2)
+    assert second.snapshot().state == "cancelled" and second.snapshot().run_dir is None
+
+
+def test_a_failing_job_reports_a_sentence_and_the_worker_lives_on(manager, tiny_data, tmp_path):
+    bad = manager.submit(_config(tmp_path / "missing", tmp_path, epochs=1))
+    assert bad.wait(30)
+    assert bad.snapshot().state == "failed" and "no folder or zip" in bad.snapshot().error
+    good = manager.submit(_config(tiny_data, tmp_path, epochs=1))
+    assert good.wait(60) and good.snapshot().state == "finished"

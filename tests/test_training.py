@@ -1,0 +1,146 @@
+"""The training loop on tiny models and tiny images: run folder contract, bad files, caches, stop, early stopping."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import write_image
+from tl_core.runs import read_metrics
+from tl_core.training import TrainConfig, _class_weights, _lr_factor, train
+
+SUMMARY_KEYS = {
+    "run_dir",
+    "backbone",
+    "weights",
+    "device",
+    "num_classes",
+    "class_names",
+    "num_train",
+    "num_val",
+    "frozen_blocks",
+    "total_blocks",
+    "trainable_params",
+    "total_params",
+    "epochs_run",
+    "val_accuracy",
+    "best_val_accuracy",
+    "val_loss",
+    "train_seconds",
+    "train_images_per_second",
+    "status",
+}
+
+
+@pytest.fixture
+def colours(tmp_path) -> Path:
+    root = tmp_path / "colours"
+    for name, color in [("red", (220, 30, 30)), ("green", (30, 200, 30)), ("blue", (30, 30, 220))]:
+        for i in range(10):
+            write_image(root / name / f"{name}{i}.png", color=color)
+    return root
+
+
+def _config(data: Path, tmp_path: Path, **overrides) -> TrainConfig:
+    options = dict(
+        backbone="test_efficientnet",
+        weights="none",
+        freeze="none",
+        epochs=3,
+        batch_size=8,
+        img_size=32,
+        runs_dir=str(tmp_path / "runs"),
+        lr=3e-3,
+    )
+    return TrainConfig(str(data), **{**options, **overrides})
+
+
+def test_run_folder_contract_and_a_bad_file_does_not_stop_training(colours, tmp_path):
+    (colours / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 50)
+    (colours / "blue" / "notes.txt").write_text("shopping list")
+    events = []
+    summary = train(_config(colours, tmp_path), on_event=events.append)
+
+    run = Path(summary["run_dir"])
+    assert summary["status"] == "finished"
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["num_train"] + summary["num_val"] == 30  # every good image, none of the bad
+    assert summary["class_names"] == ["blue", "green", "red"]
+    assert summary["weights"] == "none" and summary["device"] == "cpu"
+    for name in (
+        "config.json",
+        "labels.json",
+        "split.json",
+        "metrics.jsonl",
+        "summary.json",
+        "model.safetensors",
+        "predictions.csv",
+    ):
+        assert (run / name).exists(), name
+    assert json.loads((run / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    skipped = {p["path"]: p["reason"] for p in json.loads((run / "split.json").read_text())["skipped"]}
+    assert set(skipped) == {"red/corrupt.jpg", "blue/notes.txt"}
+    with open(run / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["num_val"] and set(rows[0]) == {"path", "true", "predicted", "confidence"}
+    kinds = [e["event"] for e in read_metrics(run)]
+    assert kinds.count("epoch") == 3 and kinds[-1] == "end"
+    assert kinds.count("step") == 3 * 3  # 24 training images in batches of 8
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps[-1]["eta_seconds"] == 0 and steps[0]["images_per_second"] > 0
+
+
+def test_frozen_backbone_uses_the_feature_cache_and_reuses_it(colours, tmp_path):
+    first_events, second_events = [], []
+    first = train(_config(colours, tmp_path, freeze="all", epochs=4), on_event=first_events.append)
+    second = train(_config(colours, tmp_path, freeze="all", epochs=4), on_event=second_events.append)
+    hits = [e["hit"] for e in first_events + second_events if e["event"] == "feature_cache"]
+    assert hits == [False, True]
+    assert first["feature_cache"] and second["feature_cache"]
+    assert first["best_val_accuracy"] == second["best_val_accuracy"]
+    no_cache = train(_config(colours, tmp_path, freeze="all", epochs=4, feature_cache=False))
+    assert not no_cache["feature_cache"]
+    assert no_cache["best_val_accuracy"] == pytest.approx(first["best_val_accuracy"], abs=0.15)
+
+
+def test_stop_request_ends_within_one_step_and_keeps_what_was_done(colours, tmp_path):
+    steps = []
+
+    def on_event(event):
+        if event["event"] == "step":
+            steps.append(event["step"])
+
+    summary = train(_config(colours, tmp_path, epochs=50), on_event=on_event, should_stop=lambda: len(steps) >= 7)
+    assert summary["status"] == "stopped"
+    assert steps == list(range(1, 8))  # not one step more after the request
+    assert summary["epochs_run"] == 2  # two whole epochs (3 steps each) were done before
+    assert (Path(summary["run_dir"]) / "model.safetensors").exists()
+
+
+def test_early_stopping_when_validation_loss_stalls(colours, tmp_path):
+    summary = train(_config(colours, tmp_path, epochs=20, lr=0.0, early_stopping=2))
+    assert summary["epochs_run"] == 3
+    assert "Stopped early" in summary["message"]
+
+
+def test_failure_is_recorded_in_the_run_folder(tmp_path):
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    write_image(tmp_path / "one" / "only" / "a.png")
+    with pytest.raises(Exception, match="at least two"):
+        train(_config(tmp_path / "one", tmp_path))
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "at least two" in summary["message"]
+
+
+def test_schedule_and_class_weights():
+    assert _lr_factor(0, 1000, 100) < 0.02
+    assert _lr_factor(100, 1000, 100) == pytest.approx(1.0)
+    assert _lr_factor(550, 1000, 100) == pytest.approx(0.505, abs=0.01)
+    assert _lr_factor(1000, 1000, 100) == pytest.approx(0.01)
+    weights = _class_weights(torch.tensor([0, 0, 0, 1]), 2)
+    assert weights.tolist() == pytest.approx([4 / 6, 2.0])
