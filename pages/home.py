@@ -1,0 +1,78 @@
+"""Home: what Headstart does, the device it found, the job running now, the last runs."""
+
+import streamlit as st
+
+from pages import _common as ui
+
+ui.header("Headstart", "Teach a pretrained image model your own classes, from a folder of pictures, without code.")
+
+st.markdown(
+    "1. **Data**: give a folder with one sub-folder of pictures per class (or try the sample digits).\n"
+    "2. **Model** and **Train**: pick a pretrained network and fine-tune it; watch it learn, live.\n"
+    "3. **Evaluate**, **Predict**, **Export**: see how good it is, try new pictures, take the model away."
+)
+
+left, right = st.columns(2)
+with left:
+    st.subheader("This computer")
+    device = ui.device_description()
+    st.metric("Trains on", device, help="A GPU trains many times faster than a CPU; small backbones suit a CPU.")
+    if ui.device_type() == "cpu":
+        st.caption("No GPU found: Headstart picks small backbones and can train only the new head (Quick model).")
+    dataset = ui.current_dataset()
+    st.metric("Data set", dataset["origin"] if dataset else "none yet")
+with right:
+    st.subheader("Training now")
+    job = ui.job_to_show()
+    snap = job.snapshot() if job is not None else None
+    if snap is not None and snap.active:
+        from tl_core.backbones import label_for
+
+        what = f"{label_for(snap.config['backbone'])}, epoch {snap.epoch}/{snap.epochs}"
+        if snap.state == "queued":
+            what = f"waiting in the queue ({snap.queue_position} ahead): {label_for(snap.config['backbone'])}"
+        st.metric("Job", snap.state, help=snap.id)
+        st.progress(snap.fraction_done, text=what)
+        st.page_link(ui.PAGES["train"], label="Follow it on the Train page", icon=":material/monitoring:")
+    else:
+        st.write("No training is running on this server.")
+        st.page_link(
+            ui.PAGES["data" if dataset is None else "train"],
+            label="Start with your data" if dataset is None else "Go to Train",
+            icon=":material/arrow_forward:",
+        )
+
+st.subheader("Recent runs")
+with ui.user_errors("The list of runs could not be read"):
+    runs = ui.list_runs()
+    if not runs:
+        st.write("No run yet. A run is one training: its settings, curves and model are kept in its own folder.")
+    else:
+        from tl_core.backbones import label_for
+
+        st.dataframe(
+            [
+                {
+                    "run": r.id,
+                    "backbone": label_for(r.summary.get("backbone") or r.config.get("backbone", "?")),
+                    "status": r.status,
+                    "validation accuracy": r.summary.get("best_val_accuracy"),
+                    "epochs": r.summary.get("epochs_run"),
+                    "classes": len(r.class_names),
+                    "seconds": r.summary.get("train_seconds"),
+                }
+                for r in runs[:10]
+            ],
+            hide_index=True,
+            column_config={
+                "validation accuracy": st.column_config.ProgressColumn(
+                    "validation accuracy",
+                    help="Best share of held-out pictures labelled right",
+                    format="percent",
+                    min_value=0.0,
+                    max_value=1.0,
+                ),
+            },
+            key="home_runs",
+        )
+        st.caption(f"Runs are kept in {ui.settings.runs_dir().resolve()}.")

@@ -1,0 +1,343 @@
+"""Every page of the web app through Streamlit's AppTest, with and without data and a finished run.
+
+The tests assert on what a person sees: class names and counts, accuracy, labels, the files of the export.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.ui.conftest import assert_clean, metric, table_with, texts, wait_for_job
+from tl_core.metrics import evaluate_run
+from tl_core.predict import Predictor
+
+DIGITS = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
+
+
+def dataset_state(path: Path, origin: str = "test digits") -> dict:
+    return {"hs_dataset": {"path": str(path), "origin": origin}}
+
+
+# ---------------------------------------------------------------- Home
+
+
+def test_home_without_runs(open_page, empty_runs):
+    at = open_page()
+    shown = texts(at)
+    assert at.title[0].value == "Headstart"
+    assert "CPU" in metric(at, "Trains on") or "GiB" in metric(at, "Trains on")
+    assert metric(at, "Data set") == "none yet"
+    assert "No run yet" in shown
+    assert "No training is running" in shown
+
+
+def test_home_with_finished_run(open_page, finished_run):
+    at = open_page()
+    table = at.dataframe[0].value
+    row = table[table["run"] == finished_run.name].iloc[0]
+    assert row["backbone"] == "EfficientNet-Lite0"
+    assert row["status"] == "finished"
+    assert row["classes"] == 10
+    assert 0.0 <= row["validation accuracy"] <= 1.0
+
+
+# ---------------------------------------------------------------- Data
+
+
+def test_data_without_dataset(open_page):
+    at = open_page("pages/data.py")
+    assert "No data set yet" in texts(at)
+    assert at.radio(key="data_source").value == "folder"
+
+
+def test_data_sample_digits(open_page):
+    at = open_page("pages/data.py")
+    at.radio(key="data_source").set_value("sample").run()
+    at.number_input(key="data_sample_per_class").set_value(10).run()
+    at.button(key="data_sample_use").click().run()
+    assert_clean(at)
+    assert metric(at, "Classes") == "10"
+    assert metric(at, "Pictures") == "100"
+    assert metric(at, "Training / validation") == "80 / 20"
+    shown = texts(at)
+    for name in DIGITS:
+        assert f"**{name}** · 10 pictures" in shown
+    assert "No problem found" in shown
+    assert at.get("plotly_chart"), "the class counts chart is missing"
+    assert len(at.image) == 10  # one row of thumbnails per class
+    assert all(len(row.value) == 6 for row in at.image)
+
+
+def _folder_upload(digits_dir: Path, per_class: int = 6) -> list[tuple[str, bytes, str]]:
+    files = []
+    for class_dir in sorted(digits_dir.iterdir()):
+        if class_dir.is_dir():
+            for image in sorted(class_dir.glob("*.png"))[:per_class]:
+                files.append((f"mydigits/{class_dir.name}/{image.name}", image.read_bytes(), "image/png"))
+    return files
+
+
+def test_data_folder_upload_is_saved_and_checked(open_page, digits_dir, session_dirs):
+    files = _folder_upload(digits_dir)
+    files.append(("mydigits/zero/notes.txt", b"not a picture", "text/plain"))
+    extra = sorted((digits_dir / "zero").glob("*.png"))[6].read_bytes()
+    files.append(("mydigits/../../../zero/escape.png", extra, "image/png"))  # must not climb out of the folder
+    at = open_page("pages/data.py")
+    uploader = at.file_uploader[0]
+    assert uploader.accept_directory
+    uploader.set_value(files).run()
+    at.run()
+    assert_clean(at)
+    dataset = at.session_state["hs_dataset"]
+    assert dataset["origin"] == "uploaded folder 'mydigits'"
+    stored = Path(dataset["path"])
+    assert stored.is_relative_to(session_dirs["data"].resolve() / "uploads")
+    assert (stored / "mydigits" / "zero" / "notes.txt").exists()
+    assert (stored / "mydigits" / "zero" / "escape.png").exists()
+    assert not list(session_dirs["data"].parent.rglob("escape.png"))[1:]  # written once, inside the upload
+    assert metric(at, "Classes") == "10"
+    assert metric(at, "Pictures") == "61"
+    skipped = table_with(at, "why")
+    assert "zero/notes.txt" in set(skipped["file"])
+    assert "not an image" in skipped[skipped["file"] == "zero/notes.txt"]["why"].iloc[0]
+
+
+def test_data_zip_upload(open_page, digits_dir):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data, _ in _folder_upload(digits_dir, per_class=5):
+            zf.writestr(name, data)
+    at = open_page("pages/data.py")
+    at.radio(key="data_source").set_value("zip").run()
+    at.file_uploader[0].set_value(("digits.zip", buffer.getvalue(), "application/zip")).run()
+    at.run()
+    assert_clean(at)
+    assert at.session_state["hs_dataset"]["path"].endswith(".zip")
+    assert metric(at, "Classes") == "10"
+    assert metric(at, "Pictures") == "50"
+    assert "Very few images" not in texts(at)
+
+
+def test_data_broken_zip_is_a_sentence(open_page):
+    at = open_page("pages/data.py")
+    at.radio(key="data_source").set_value("zip").run()
+    at.file_uploader[0].set_value(("broken.zip", b"this is not a zip", "application/zip")).run()
+    at.run()
+    assert_clean(at)
+    errors = " ".join(e.value for e in at.error)
+    assert "Headstart cannot use these pictures" in errors and "neither a folder nor a zip" in errors
+
+
+def test_data_server_path_is_limited_to_the_root(open_page, digits_dir, monkeypatch):
+    monkeypatch.setenv("HEADSTART_SERVER_DATA_ROOT", str(digits_dir.parent))
+    at = open_page("pages/data.py")
+    at.radio(key="data_source").set_value("server").run()
+    at.text_input(key="data_server_path").input("/etc").run()
+    at.button(key="data_server_use").click().run()
+    assert_clean(at)
+    assert "outside the folder this server shares" in at.error[0].value
+    at.text_input(key="data_server_path").input(digits_dir.name).run()  # relative to the root
+    at.button(key="data_server_use").click().run()
+    assert_clean(at)
+    assert metric(at, "Classes") == "10"
+    assert metric(at, "Pictures") == "200"
+
+
+def test_data_with_one_class_explains(open_page, tmp_path, digits_dir, monkeypatch):
+    one = tmp_path / "one_class" / "zero"
+    one.mkdir(parents=True)
+    for image in sorted((digits_dir / "zero").glob("*.png"))[:6]:
+        (one / image.name).write_bytes(image.read_bytes())
+    at = open_page("pages/data.py", state=dataset_state(one.parent))
+    assert_clean(at)
+    assert "at least two sub-folders" in at.error[0].value
+
+
+# ---------------------------------------------------------------- Model
+
+
+def test_model_catalogue_and_recommendation(open_page):
+    at = open_page("pages/model.py")
+    table = table_with(at, "timm name")
+    assert len(table) == 12
+    lite0 = table[table["timm name"] == "tf_efficientnet_lite0"].iloc[0]
+    assert "offline package" in lite0["weights here"]
+    assert lite0["ImageNet top-1 (%)"] == pytest.approx(74.8)
+    assert "Recommended here: EfficientNet-Lite0" in at.success[0].value  # offline, no GPU: the offline backbone
+    at.selectbox(key="model_backbone").set_value("resnet18").run()
+    assert at.session_state["hs_backbone"] == "resnet18"
+    assert "No pretrained weights for ResNet-18" in texts(at)  # hub unreachable in tests
+    at.radio(key="model_weights").set_value("none").run()
+    assert at.session_state["hs_weights"] == "none"
+
+
+# ---------------------------------------------------------------- Train
+
+
+def lite0_blocks() -> int:
+    import timm
+
+    from tl_core.freezing import model_blocks
+
+    return len(model_blocks(timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=10)))
+
+
+def test_train_without_data(open_page, empty_runs):
+    at = open_page("pages/train.py")
+    shown = texts(at)
+    assert "No data set yet" in shown
+    assert at.button(key="train_start").disabled
+    assert at.button(key="train_quick").disabled
+    total = lite0_blocks()
+    assert metric(at, "Blocks frozen") == f"{total} of {total}"  # feature extraction freezes every block
+    assert "No training on this server yet" in shown
+
+
+def test_train_strategy_presets_move_the_strip(open_page, digits_dir):
+    at = open_page("pages/train.py", state=dataset_state(digits_dir))
+    total = lite0_blocks()
+    assert metric(at, "Blocks frozen") == f"{total} of {total}"
+    head_only = metric(at, "Trainable parameters")
+    assert head_only == "12,810"  # 1280 features x 10 classes + 10 biases
+    at.segmented_control(key="train_strategy").set_value("all").run()
+    assert at.slider(key="train_freeze_depth").value == 0
+    assert metric(at, "Trainable parameters") == metric(at, "Total parameters")
+    at.segmented_control(key="train_strategy").set_value("top").run()
+    assert at.slider(key="train_freeze_depth").value == total - round(total / 3)  # the last third trains
+    at.slider(key="train_freeze_depth").set_value(1).run()
+    assert at.segmented_control(key="train_strategy").value is None  # a custom depth
+    assert metric(at, "Blocks frozen") == f"1 of {total}"
+
+
+def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
+    at = open_page("pages/train.py", state=dataset_state(digits_dir))
+    at.select_slider(key="train_img_size").set_value(64).run()
+    at.number_input(key="train_epochs").set_value(3).run()
+    at.button(key="train_quick").click().run()
+    assert_clean(at)
+    snap = wait_for_job(at)
+    assert_clean(at)
+    assert snap.state == "finished", snap.error
+    assert snap.config["freeze"] == "all" and snap.config["augment"] == "off"
+    shown = texts(at)
+    assert "Fast path" in shown  # the feature cache was used, and the page says so
+    assert metric(at, "Epochs done") == "3 of 3"
+    best = max(h["val_accuracy"] for h in snap.history)
+    assert metric(at, "Best validation accuracy") == f"{best:.1%}"
+    assert "Final validation accuracy" in shown
+    assert at.session_state["hs_run"] == snap.run_dir
+    assert len(at.get("plotly_chart")) == 4  # strip, loss, accuracy, learning rate
+
+    at.switch_page("pages/evaluate.py").run()  # the run just trained is the one evaluated
+    assert_clean(at)
+    assert metric(at, "Validation accuracy") == f"{evaluate_run(snap.run_dir).accuracy:.1%}"
+
+
+def test_train_second_person_is_queued_and_can_stop(open_page, digits_dir, empty_runs):
+    state = dataset_state(digits_dir)
+    first = open_page("pages/train.py", state=state)
+    first.select_slider(key="train_img_size").set_value(64).run()
+    first.segmented_control(key="train_strategy").set_value("all").run()
+    first.number_input(key="train_epochs").set_value(50).run()
+    first.button(key="train_start").click().run()
+    second = open_page("pages/train.py", state=state)  # another person, another browser session
+    second.select_slider(key="train_img_size").set_value(64).run()
+    second.button(key="train_start").click().run()
+    assert_clean(second)
+    assert "Waiting: 1 job(s) ahead of this one" in texts(second)
+    second.button(key="train_stop").click().run()
+    assert wait_for_job(second, timeout=30).state == "cancelled"
+    first.run()
+    assert_clean(first)
+    first.button(key="train_stop").click().run()
+    snap = wait_for_job(first, timeout=60)
+    assert snap.state == "stopped"
+    assert "Stopped" in texts(first)
+
+
+def test_train_failure_is_a_sentence(open_page, digits_dir, empty_runs):
+    state = {**dataset_state(digits_dir), "hs_weights": "hub"}  # the hub is unreachable in tests
+    at = open_page("pages/train.py", state=state)
+    at.select_slider(key="train_img_size").set_value(64).run()
+    at.button(key="train_start").click().run()
+    snap = wait_for_job(at, timeout=60)
+    assert snap.state == "failed"
+    assert_clean(at)
+    error = at.error[0].value
+    assert error.startswith("Training failed: Cannot get hub weights for 'tf_efficientnet_lite0'")
+
+
+# ---------------------------------------------------------------- Evaluate, Predict, Export
+
+
+@pytest.mark.parametrize("page", ["pages/evaluate.py", "pages/predict.py", "pages/export.py"])
+def test_run_pages_without_a_run(open_page, empty_runs, page):
+    at = open_page(page)
+    assert "No trained model yet" in texts(at)
+    assert not at.get("download_button")
+
+
+def test_evaluate_with_a_run(open_page, finished_run):
+    expected = evaluate_run(finished_run)
+    at = open_page("pages/evaluate.py", state={"hs_run": str(finished_run)})
+    assert at.selectbox(key="evaluate_run").value == str(finished_run)
+    assert metric(at, "Validation accuracy") == f"{expected.accuracy:.1%}"
+    assert metric(at, "Validation pictures") == str(expected.num_images)
+    assert metric(at, "Macro F1") == f"{expected.macro_f1:.3f}"
+    per_class = table_with(at, "support")
+    assert list(per_class["class"]) == DIGITS
+    assert per_class["support"].sum() == expected.num_images
+    assert len(at.get("plotly_chart")) == 2  # confusion matrix, accuracy curve
+    if expected.mistakes:
+        assert len(at.image) == min(12, len(expected.mistakes))
+
+
+def test_predict_with_a_run(open_page, finished_run, digits_dir):
+    picture = sorted((digits_dir / "seven").glob("*.png"))[0]
+    at = open_page("pages/predict.py", state={"hs_run": str(finished_run)})
+    assert "Classes it knows: " + ", ".join(DIGITS) in texts(at)
+    at.file_uploader(key="predict_files").set_value(
+        [("seven.png", picture.read_bytes(), "image/png"), ("broken.png", b"not a picture", "image/png")]
+    ).run()
+    assert_clean(at)
+    from tl_core.images import open_rgb
+
+    expected = Predictor.from_run(finished_run).predict_images([open_rgb(picture)])[0]
+    shown = texts(at)
+    assert f"**{expected['label']}** · {expected['confidence']:.1%} confident" in shown
+    assert "'broken.png' is left out: not an image file" in shown
+
+
+def test_export_with_a_run(open_page, finished_run):
+    at = open_page("pages/export.py", state={"hs_run": str(finished_run)})
+    listing = table_with(at, "file")
+    assert {"model.safetensors", "labels.json", "preprocessing.json", "predict.py", "README.md"} <= set(listing["file"])
+    assert at.get("download_button"), "no download button"
+    assert "Image classifier: " + ", ".join(DIGITS) in texts(at)
+
+
+# ---------------------------------------------------------------- helpers the pages rely on
+
+
+def test_uploaded_names_are_made_safe():
+    from pages._common import safe_relative
+
+    assert safe_relative("photos/cats/1.jpg") == Path("photos/cats/1.jpg")
+    assert safe_relative("../../etc/passwd") == Path("etc/passwd")
+    assert safe_relative("/abs/x.png") == Path("abs/x.png")
+    assert safe_relative("C:\\Users\\me\\cat.png") == Path("C_/Users/me/cat.png")
+    assert safe_relative("..") is None
+
+
+def test_step_losses_are_thinned_for_the_live_chart():
+    from tl_core.plots import downsample, loss_figure
+
+    points = [(i, 1.0 / (i + 1)) for i in range(1, 5001)]
+    xs, ys = downsample(points, 300)
+    assert len(xs) == 300 and xs[-1] == 5000 and ys[-1] == pytest.approx(1 / 5001)
+    figure = loss_figure(points, [], 100)
+    assert len(figure.data[0].x) == 300

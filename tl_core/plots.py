@@ -1,0 +1,202 @@
+"""Plotly figures for the web app: class counts, the freeze strip, live training curves, the confusion matrix.
+
+Pure functions from plain data (lists, dicts, arrays) to `plotly.graph_objects.Figure`; no Streamlit here, so the
+figures can be tested and reused anywhere. Figures stay light: long step series are thinned to a few hundred points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+FROZEN = "#b8bcc6"
+TRAINED = "#e8553e"
+HEAD = "#8e2c1e"
+TRAIN_COLOUR = "#e8553e"
+VAL_COLOUR = "#1f6fb2"
+MAX_POINTS = 300
+
+_LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "legend": {"orientation": "h", "y": -0.2}}
+
+
+def downsample(points: Sequence[tuple[float, float]], max_points: int = MAX_POINTS) -> tuple[list, list]:
+    """(xs, ys) with at most `max_points` points: consecutive points averaged in equal bins, the last kept exact."""
+    if not points:
+        return [], []
+    xs = np.asarray([p[0] for p in points], dtype=float)
+    ys = np.asarray([p[1] for p in points], dtype=float)
+    if len(points) <= max_points:
+        return xs.tolist(), ys.tolist()
+    edges = np.linspace(0, len(points), max_points + 1).astype(int)
+    bx = [float(xs[a:b].mean()) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    by = [float(ys[a:b].mean()) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    bx[-1], by[-1] = float(xs[-1]), float(ys[-1])
+    return bx, by
+
+
+def class_counts_figure(counts_by_split: dict[str, dict[str, int]]) -> go.Figure:
+    """Stacked bars: images per class, one colour per split ('train', 'val', 'test')."""
+    colours = {"train": TRAIN_COLOUR, "val": VAL_COLOUR, "test": "#6a9f3a"}
+    names = {"train": "training", "val": "validation", "test": "test"}
+    fig = go.Figure()
+    for split, counts in counts_by_split.items():
+        if not any(counts.values()):
+            continue
+        fig.add_bar(
+            x=list(counts),
+            y=list(counts.values()),
+            name=names.get(split, split),
+            marker_color=colours.get(split),
+            hovertemplate="%{x}: %{y} images<extra>" + names.get(split, split) + "</extra>",
+        )
+    fig.update_layout(barmode="stack", title="Images per class", yaxis_title="images", height=320, **_LAYOUT)
+    return fig
+
+
+def freeze_strip(blocks: Sequence[tuple[str, int]], frozen: int, head_params: int) -> go.Figure:
+    """The backbone as a strip of blocks, input on the left: frozen ones grey, trained ones coloured, then the head."""
+    names = [name for name, _ in blocks] + ["new head"]
+    params = [n for _, n in blocks] + [head_params]
+    states = ["frozen" if i < frozen else "trains" for i in range(len(blocks))] + ["trains (always)"]
+    colours = [FROZEN if i < frozen else TRAINED for i in range(len(blocks))] + [HEAD]
+    fig = go.Figure(
+        go.Bar(
+            x=[1] * len(names),
+            y=[""] * len(names),
+            orientation="h",
+            marker={"color": colours, "line": {"color": "white", "width": 2}},
+            text=[str(i + 1) if i < len(blocks) else "head" for i in range(len(names))],
+            textposition="inside",
+            insidetextanchor="middle",
+            customdata=list(zip(names, [f"{p:,}" for p in params], states, strict=True)),
+            hovertemplate="%{customdata[0]}<br>%{customdata[1]} parameters<br>%{customdata[2]}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        barmode="stack",
+        height=90,
+        showlegend=False,
+        margin={"l": 0, "r": 0, "t": 4, "b": 4},
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+    )
+    return fig
+
+
+def loss_figure(step_losses: Sequence[tuple[int, float]], history: Sequence[dict], steps_per_epoch: float) -> go.Figure:
+    """Loss per training step (thinned), and the epoch means of training and validation loss at each epoch's end."""
+    fig = go.Figure()
+    xs, ys = downsample(step_losses)
+    fig.add_scatter(x=xs, y=ys, mode="lines", name="training loss (per step)", line={"color": TRAIN_COLOUR, "width": 1})
+    epoch_x = [h["epoch"] * steps_per_epoch for h in history]
+    if history:
+        fig.add_scatter(
+            x=epoch_x,
+            y=[h["train_loss"] for h in history],
+            mode="markers",
+            name="training loss (epoch mean)",
+            marker={"color": TRAIN_COLOUR, "size": 8},
+        )
+        fig.add_scatter(
+            x=epoch_x,
+            y=[h["val_loss"] for h in history],
+            mode="lines+markers",
+            name="validation loss",
+            line={"color": VAL_COLOUR},
+        )
+    fig.update_layout(title="Loss (lower is better)", xaxis_title="training step", height=320, **_LAYOUT)
+    return fig
+
+
+def accuracy_figure(history: Sequence[dict]) -> go.Figure:
+    """Training and validation accuracy after each epoch, in percent."""
+    epochs = [h["epoch"] for h in history]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=epochs,
+        y=[100 * h["train_accuracy"] for h in history],
+        mode="lines+markers",
+        name="training",
+        line={"color": TRAIN_COLOUR},
+    )
+    fig.add_scatter(
+        x=epochs,
+        y=[100 * h["val_accuracy"] for h in history],
+        mode="lines+markers",
+        name="validation",
+        line={"color": VAL_COLOUR},
+    )
+    fig.update_layout(
+        title="Accuracy (higher is better)",
+        xaxis_title="epoch",
+        yaxis={"title": "%", "range": [0, 101]},
+        xaxis={"dtick": 1},
+        height=320,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def lr_figure(points: Sequence[tuple[float, float]]) -> go.Figure:
+    """The learning rate over training steps (warmup, then cosine decay)."""
+    xs, ys = downsample(points)
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="learning rate", line={"color": "#7a5cc2"}))
+    fig.update_layout(
+        title="Learning rate", xaxis_title="training step", yaxis={"exponentformat": "e"}, height=320, **_LAYOUT
+    )
+    return fig
+
+
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    """Rows: the true class; columns: what the model said. The diagonal holds the right answers."""
+    confusion = np.asarray(confusion)
+    totals = confusion.sum(axis=1, keepdims=True)
+    share = np.divide(confusion, totals, out=np.zeros_like(confusion, dtype=float), where=totals > 0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=list(class_names),
+            y=list(class_names),
+            text=confusion,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hovertemplate="true %{y}, predicted %{x}: %{text} images<extra></extra>",
+        )
+    )
+    size = max(320, 40 * len(class_names) + 120)
+    fig.update_layout(
+        title="Confusion matrix",
+        xaxis={"title": "predicted class", "side": "bottom"},
+        yaxis={"title": "true class", "autorange": "reversed"},
+        height=size,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def top_k_figure(top_k: Sequence[dict]) -> go.Figure:
+    """Horizontal bars: the model's confidence for its best few labels."""
+    labels = [t["label"] for t in top_k][::-1]
+    values = [100 * t["confidence"] for t in top_k][::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker_color=VAL_COLOUR,
+            text=[f"{v:.1f}%" for v in values],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        height=40 + 30 * len(labels),
+        xaxis={"range": [0, 100], "visible": False},
+        margin={"l": 0, "r": 0, "t": 0, "b": 0},
+        showlegend=False,
+    )
+    return fig
