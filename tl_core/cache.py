@@ -76,10 +76,13 @@ def _decode_into(array: np.ndarray, files: list[str], size: int, on_progress: Pr
             array[row] = 127  # the file changed since it was checked: a grey square, rather than losing the run
 
     # Pillow decodes without the GIL; two threads a core keep both cores busy without thrashing.
-    with ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) * 2))) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) * 2)))
+    try:
         for done, _ in enumerate(pool.map(decode, range(len(files))), start=1):
             if on_progress and (done % 16 == 0 or done == len(files)):
-                on_progress(done, len(files))
+                on_progress(done, len(files))  # may raise StopRequested: then the queued decodes are dropped
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def feature_key(manifest: DatasetManifest, backbone: str, weights_id: str, img_size: int) -> str:

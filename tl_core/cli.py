@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stopping", type=int, default=5, metavar="EPOCHS", help="0 turns it off")
     t.add_argument("--layer-decay", type=float, default=None, help="e.g. 0.75: earlier blocks learn more slowly")
     t.add_argument("--no-feature-cache", action="store_true")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     t.add_argument("--json", action="store_true", help="print the summary as JSON on the last line of stdout")
     t.set_defaults(func=_train)
 
