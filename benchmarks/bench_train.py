@@ -31,7 +31,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_core.backbones import create_backbone  # noqa: E402
-from tl_core.freezing import apply_freeze  # noqa: E402
 
 
 def make_photos(dest: Path, per_class: int, seed: int = 0) -> Path:
