@@ -45,7 +45,7 @@ def test_heat_map_follows_the_deciding_region(tmp_path):
     heat, explained = grad_cam(predictor, Image.fromarray(probe))
     assert predictor.class_names[explained] == "square"
     assert heat.shape == (predictor.spec.img_size, predictor.spec.img_size)
-    assert 0 <= heat.min() and heat.max() <= 1
+    assert heat.min() >= 0 and heat.max() <= 1
     half = heat.shape[1] // 2
     assert heat[:, half:].mean() > 2 * heat[:, :half].mean()  # the evidence is where the square is
 
