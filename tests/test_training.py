@@ -144,3 +144,24 @@ def test_schedule_and_class_weights():
     assert _lr_factor(1000, 1000, 100) == pytest.approx(0.01)
     weights = _class_weights(torch.tensor([0, 0, 0, 1]), 2)
     assert weights.tolist() == pytest.approx([4 / 6, 2.0])
+
+
+def test_layer_decay_gives_earlier_blocks_smaller_learning_rates():
+    import timm
+
+    from tl_core.freezing import apply_freeze
+    from tl_core.training import _param_groups
+
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
+    plan = apply_freeze(model, "1")
+    config = TrainConfig("unused", layer_decay=0.5, weight_decay=0.05)
+    groups = _param_groups(model, plan, 1e-3, config)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    by_name = dict(model.named_parameters())
+    n = plan.total_blocks
+    assert scale_of[id(by_name[plan.blocks[-1].param_names[0]])] == 0.5
+    assert scale_of[id(by_name[plan.blocks[1].param_names[0]])] == 0.5 ** (n - 1)
+    assert scale_of[id(by_name["fc.weight"])] == 1.0  # the head learns at the full rate
+    assert plan.blocks[0].param_names[0] not in {n for n, p in by_name.items() if id(p) in scale_of}  # frozen: absent
+    no_decay = [g for g in groups if g["weight_decay"] == 0.0]
+    assert all(p.ndim <= 1 for g in no_decay for p in g["params"])

@@ -25,7 +25,7 @@ from tl_core.backbones import create_backbone
 from tl_core.data import DatasetManifest, scan_dataset
 from tl_core.devices import describe_device, pick_device
 from tl_core.errors import user_message
-from tl_core.freezing import FreezePlan, apply_freeze, set_train_mode
+from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
 from tl_core.preprocess import InputSpec, to_model_input
 from tl_core.runs import RunWriter
 
@@ -64,6 +64,22 @@ class TrainConfig:
         return self.augment == "on" or (self.augment == "auto" and self.freeze != "all")
 
 
+@dataclass
+class _Setup:
+    """What the loop needs: the model, how to get a batch's logits, and the rows and labels of each split."""
+
+    model: nn.Module
+    trained_module: nn.Module  # the head alone when it trains on cached features, else the whole model
+    plan: FreezePlan
+    batch_logits: Callable[[np.ndarray, bool], torch.Tensor]  # (cache rows, training?) -> logits
+    rows: dict[str, np.ndarray]  # split -> rows of the decoded-image (or feature) cache
+    labels: dict[str, torch.Tensor]
+    manifest: DatasetManifest
+    device: torch.device
+    spec: InputSpec
+    use_features: bool
+
+
 class StopRequested(Exception):
     """Raised inside the loop when the job was asked to stop."""
 
@@ -99,7 +115,9 @@ def train(
     )
     emit({"event": "status", "state": "starting", "run_dir": str(writer.run_dir)})
     try:
-        summary = _train(config, writer, emit, progress, should_stop, manifest, state)
+        summary = _fit(
+            config, _prepare(config, writer, emit, progress, manifest, state), writer, emit, should_stop, state
+        )
     except StopRequested:
         summary = _summary_without_training(writer, state, "stopped", "Stopped before training began.")
     except Exception as exc:
@@ -115,7 +133,8 @@ def train(
     return summary
 
 
-def _train(config, writer, emit, progress, should_stop, manifest, state) -> dict:
+def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
+    """Data, backbone, freezing, caches: everything the loop needs, with the run folder's first files written."""
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     if manifest is None:
@@ -196,46 +215,22 @@ def _train(config, writer, emit, progress, should_stop, manifest, state) -> dict
 
         trained_module = model
 
-    return _fit(
-        config,
-        model,
-        trained_module,
-        plan,
-        batch_logits,
-        rows,
-        labels,
-        manifest,
-        writer,
-        emit,
-        should_stop,
-        device,
-        state,
-        spec,
-        use_features,
-    )
+    return _Setup(model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, use_features)
 
 
-def _fit(
-    config,
-    model,
-    trained_module,
-    plan,
-    batch_logits,
-    rows,
-    labels,
-    manifest,
-    writer,
-    emit,
-    should_stop,
-    device,
-    state,
-    spec,
-    use_features,
-) -> dict:
+def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink, should_stop, state: dict) -> dict:
     """The loop proper: epochs of shuffled batches, a validation pass after each, best weights kept."""
+    model, trained_module, rows, labels, device = (
+        setup.model,
+        setup.trained_module,
+        setup.rows,
+        setup.labels,
+        setup.device,
+    )
+    batch_logits = setup.batch_logits
     lr = config.resolved_lr()
-    optimizer = torch.optim.AdamW(_param_groups(model, plan, lr, config), lr=lr, weight_decay=config.weight_decay)
-    class_weights = _class_weights(labels["train"], len(manifest.class_names)) if config.class_balanced else None
+    optimizer = torch.optim.AdamW(_param_groups(model, setup.plan, lr, config), lr=lr, weight_decay=config.weight_decay)
+    class_weights = _class_weights(labels["train"], len(setup.manifest.class_names)) if config.class_balanced else None
     criterion = nn.CrossEntropyLoss(
         weight=None if class_weights is None else class_weights.to(device), label_smoothing=config.label_smoothing
     )
@@ -345,7 +340,7 @@ def _fit(
         status = "stopped"
         message = f"Stopped on request after {len(history)} complete epoch(s); the best weights so far are kept."
 
-    val_samples, names = manifest.split("val"), manifest.class_names
+    val_samples, names = setup.manifest.split("val"), setup.manifest.class_names
     writer.write_predictions([(val_samples[i].path, names[t], names[p], c) for i, t, p, c in best["predictions"]])
     summary = {
         **state,
@@ -359,8 +354,8 @@ def _fit(
         "step_seconds": round(progress["train_time"], 2),  # time in optimisation steps only
         "train_images_per_second": round(progress["images_seen"] / max(progress["train_time"], 1e-9), 2),
         "batch_size": progress["batch_size"],
-        "feature_cache": use_features,
-        "input": spec.to_dict(),
+        "feature_cache": setup.use_features,
+        "input": setup.spec.to_dict(),
     }
     if len(rows["test"]) and history:
         model.load_state_dict(_read_weights(writer.run_dir / "model.safetensors"))
@@ -417,10 +412,8 @@ def _param_groups(model: nn.Module, plan: FreezePlan, lr: float, config: TrainCo
     """Trainable parameters by block (for layer-wise learning rates), with no weight decay on biases and norms."""
     scale_of: dict[str, float] = {}
     if config.layer_decay:
-        n = plan.total_blocks
-        for block in plan.blocks:
-            for name in block.param_names:
-                scale_of[name] = config.layer_decay ** (n - block.index)
+        for block, scale in zip(plan.blocks, layer_lr_scales(plan, config.layer_decay), strict=True):
+            scale_of.update(dict.fromkeys(block.param_names, scale))
     groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
