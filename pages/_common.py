@@ -19,6 +19,19 @@ import streamlit as st
 from tl_core import settings
 from tl_core.errors import user_message
 
+def _leave_pages_folder_mode() -> None:
+    """On a fresh server, before any session has run app.py, Streamlit treats pages/ as the old 'pages folder' app:
+    a first visit to a deep link (/train) would run that page alone, with every file of pages/ in the menu. The first
+    page to import this module then switches Streamlit to app.py's st.navigation and reruns."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory is True:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_pages_folder_mode()
+
 PAGES = {
     "home": "pages/home.py",
     "data": "pages/data.py",
@@ -276,6 +289,14 @@ def safe_relative(name: str) -> Path | None:
     parts = [re.sub(r'[\x00-\x1f:*?"<>|]', "_", p) for p in parts]
     parts = [p for p in parts if p.strip(" .")]
     return Path(*parts) if parts else None
+
+
+def upload_name(files: list) -> str:
+    """The name of the folder the person picked (the first part of most paths), or 'N files'."""
+    from collections import Counter
+
+    tops = Counter(rel.parts[0] for f in files if (rel := safe_relative(f.name)) is not None and len(rel.parts) > 2)
+    return tops.most_common(1)[0][0] if tops else f"{len(files)} files"
 
 
 def store_folder_upload(files: list) -> Path:

@@ -36,8 +36,7 @@ if source == "folder":
     if files:
         with ui.user_errors("The folder could not be saved"), st.spinner("Saving the pictures on the server..."):
             folder = ui.store_folder_upload(files)
-            top = ui.safe_relative(files[0].name)
-            name = top.parts[0] if top is not None and len(top.parts) > 2 else f"{len(files)} files"
+            name = ui.upload_name(files)
             ui.set_dataset(folder, f"uploaded folder '{name}'")
             st.session_state["data_upload_generation"] = generation + 1  # frees the upload from memory
             st.rerun()

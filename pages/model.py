@@ -29,6 +29,7 @@ for spec in CATALOGUE.values():
 st.dataframe(
     rows,
     hide_index=True,
+    height=35 * (len(rows) + 1) + 3,  # every backbone visible without scrolling
     key="model_catalogue",
     column_config={
         "parameters (M)": st.column_config.NumberColumn(

@@ -79,8 +79,8 @@ def freeze_strip(blocks: Sequence[tuple[str, int]], frozen: int, head_params: in
         height=90,
         showlegend=False,
         margin={"l": 0, "r": 0, "t": 4, "b": 4},
-        xaxis={"visible": False},
-        yaxis={"visible": False},
+        xaxis={"visible": False, "range": [0, len(names)], "fixedrange": True},
+        yaxis={"visible": False, "fixedrange": True},
     )
     return fig
 

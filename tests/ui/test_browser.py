@@ -1,0 +1,209 @@
+"""End to end in real Chromium against `streamlit run app.py`: upload a folder, train, watch the curve, predict, export.
+
+Saves a screenshot of every page under test-output/browser/. Needs Chromium at /usr/bin/chromium (Debian's package;
+Playwright cannot download its own browser here): skipped without it, except in CI (CI=true) where it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tl_core.samples import build_sample
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "test-output" / "browser"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError("The browser test must run in CI, but there is no Chromium at /usr/bin/chromium.")
+    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free port, with its own empty folders and no network."""
+    base = tmp_path_factory.mktemp("browser")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HEADSTART_RUNS_DIR": str(base / "runs"),
+        "HEADSTART_CACHE_DIR": str(base / "cache"),
+        "HEADSTART_DATA_DIR": str(base / "data"),
+        "HEADSTART_SERVER_DATA_ROOT": str(base),
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = open(base / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("streamlit did not start:\n" + (base / "streamlit.log").read_text())
+        time.sleep(0.5)
+    yield {"url": url, "base": base}
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        context = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
+        yield context
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.wait_for_timeout(600)  # let charts draw
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def _go(page, title: str, ready_text: str) -> None:
+    page.get_by_role("link", name=title).first.click()
+    page.get_by_text(ready_text).first.wait_for(timeout=60_000)
+
+
+def _no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+
+
+LOSS_POINTS_JS = """() => {
+  for (const g of document.querySelectorAll('.js-plotly-plot')) {
+    const title = g.layout && g.layout.title && g.layout.title.text;
+    if (title && title.includes('Loss')) return g.data && g.data[0] && g.data[0].x ? g.data[0].x.length : 0;
+  }
+  return -1;
+}"""
+
+
+def test_upload_train_watch_predict_export(server, page, tmp_path):
+    images = build_sample("digits", tmp_path, per_class=15)
+
+    page.goto(server["url"])
+    page.get_by_text("Recent runs").wait_for(timeout=60_000)
+    assert "CPU" in page.inner_text("body") or "GiB" in page.inner_text("body")
+    _shot(page, "0-home")
+
+    # 1. Data: upload a folder (sub-folder = class).
+    _go(page, "1. Data", "Where are your pictures?")
+    with page.expect_file_chooser() as chooser:
+        page.locator('[data-testid="stFileUploaderDropzone"]').first.click()
+    chooser.value.set_files(str(images))
+    page.get_by_text("Samples per class").wait_for(timeout=60_000)
+    page.get_by_text("uploaded folder 'sample-digits-15'").first.wait_for()
+    body = page.inner_text("body")
+    for name in ("zero", "five", "nine"):
+        assert name in body
+    _no_exception(page)
+    _shot(page, "1-data")
+
+    # 2. Model: the offline backbone is there and recommended.
+    _go(page, "2. Model", "Recommended here")
+    assert "Recommended here: EfficientNet-Lite0" in page.inner_text("body")
+    _no_exception(page)
+    _shot(page, "2-model")
+
+    # 3. Train: fine-tune the top blocks on small images, long enough to watch the curve grow.
+    _go(page, "3. Train", "How much to retrain")
+    page.get_by_role("radio", name="Fine-tune the top").click()
+    page.locator('[data-testid="stMetricValue"]').first.wait_for()
+    page.locator('input[type=range][aria-label="Image size (px)"]').focus()
+    page.keyboard.press("Home")  # the smallest size: 64 px
+    page.locator('input[type=range][aria-label="Image size (px)"][aria-valuetext="64"]').wait_for()
+    epochs = page.locator('input[aria-label="Epochs"]')
+    epochs.fill("6")
+    epochs.press("Enter")
+    page.wait_for_timeout(800)
+    page.get_by_role("button", name="Start training").click()
+
+    seen: list[int] = []
+    deadline = time.monotonic() + 150
+    screenshot_taken = False
+    while time.monotonic() < deadline:
+        points = page.evaluate(LOSS_POINTS_JS)
+        if points > 0 and (not seen or points != seen[-1]):
+            seen.append(points)
+        if len(seen) >= 3 and not screenshot_taken:
+            _shot(page, "3-train-running")
+            screenshot_taken = True
+        if page.get_by_text("Final validation accuracy").count():
+            break
+        page.wait_for_timeout(500)
+    else:
+        _shot(page, "3-train-timeout")
+        raise AssertionError(f"training did not finish; loss points seen: {seen}")
+    assert len(seen) >= 2 and seen == sorted(seen), f"the loss curve did not gain points live: {seen}"
+    _no_exception(page)
+    final = page.get_by_text("Final validation accuracy").first.inner_text()
+    assert "%" in final
+    _shot(page, "3-train-finished")
+
+    # 4. Evaluate: the accuracy of that run.
+    _go(page, "4. Evaluate", "Macro F1")
+    assert "Validation accuracy" in page.inner_text("body")
+    _no_exception(page)
+    _shot(page, "4-evaluate")
+
+    # 5. Predict one new picture.
+    _go(page, "5. Predict", "Classes it knows")
+    with page.expect_file_chooser() as chooser:
+        page.locator('[data-testid="stFileUploaderDropzone"]').first.click()
+    chooser.value.set_files(str(sorted((images / "three").glob("*.png"))[0]))
+    page.get_by_text("confident").first.wait_for(timeout=60_000)
+    _no_exception(page)
+    _shot(page, "5-predict")
+
+    # 6. Export: download the bundle.
+    _go(page, "6. Export", "Model card")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the model").click()
+    bundle = tmp_path / "bundle.zip"
+    download.value.save_as(bundle)
+    with zipfile.ZipFile(bundle) as zf:
+        names = set(zf.namelist())
+    assert {"model.safetensors", "labels.json", "preprocessing.json", "predict.py"} <= names
+    _no_exception(page)
+    _shot(page, "6-export")
