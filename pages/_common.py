@@ -19,6 +19,7 @@ import streamlit as st
 from tl_core import settings
 from tl_core.errors import user_message
 
+
 def _leave_pages_folder_mode() -> None:
     """On a fresh server, before any session has run app.py, Streamlit treats pages/ as the old 'pages folder' app:
     a first visit to a deep link (/train) would run that page alone, with every file of pages/ in the menu. The first
