@@ -45,7 +45,12 @@ def strategy_for(depth: int, total: int) -> str | None:
 
 
 # ---------------------------------------------------------------- settings
-setup, live_col = st.container(), st.container()
+# While a job runs (or just ended), its progress comes first and the settings for the next one below it.
+live_first = ui.job_to_show() is not None
+if live_first:
+    live_col, setup = st.container(), st.container()
+else:
+    setup, live_col = st.container(), st.container()
 with setup:
     if dataset is None:
         ui.needs("No data set yet: training needs pictures sorted into one folder per class.", "data", "Go to 1. Data")
@@ -294,6 +299,9 @@ with setup:
 # ---------------------------------------------------------------- the live view
 def progress_text(snap) -> str:
     parts = [f"Epoch {snap.epoch}/{snap.epochs}", f"step {snap.step}/{snap.total_steps}"]
+    if not snap.active:
+        took = (snap.summary or {}).get("train_seconds")
+        return " · ".join([f"Done: {len(snap.history)} epoch(s)", f"{snap.step} steps", f"{ui.duration(took)}"])
     if snap.eta_seconds is not None:
         parts.append(f"about {ui.duration(snap.eta_seconds)} left")
     parts.append(f"{snap.images_per_second:.1f} images/s")
@@ -358,9 +366,9 @@ def show_job(snap) -> None:
     if snap.lr is not None and snap.step and (not lr_points or snap.step > lr_points[-1][0]):
         lr_points.append((snap.step, snap.lr))
     k1, k2, k3 = st.columns(3)
-    k1.plotly_chart(loss_figure(snap.step_losses, history, spe), key="train_loss_chart")
-    k2.plotly_chart(accuracy_figure(history), key="train_accuracy_chart")
-    k3.plotly_chart(lr_figure(lr_points), key="train_lr_chart")
+    k1.plotly_chart(loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
+    k2.plotly_chart(accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
+    k3.plotly_chart(lr_figure(lr_points, snap.total_steps), key="train_lr_chart")
 
     if snap.state == "finished":
         st.success((snap.summary or {}).get("message") or "Training finished.", icon=":material/check_circle:")
@@ -422,6 +430,10 @@ def live_view() -> None:
 
 
 with live_col:
-    st.divider()
+    if not live_first:
+        st.divider()
     st.subheader("Progress")
     live_view()
+    if live_first:
+        st.divider()
+        st.subheader("Next training")

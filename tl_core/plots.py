@@ -18,7 +18,10 @@ TRAIN_COLOUR = "#e8553e"
 VAL_COLOUR = "#1f6fb2"
 MAX_POINTS = 300
 
-_LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "legend": {"orientation": "h", "y": -0.2}}
+_LAYOUT = {
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "legend": {"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0},
+}
 
 
 def downsample(points: Sequence[tuple[float, float]], max_points: int = MAX_POINTS) -> tuple[list, list]:
@@ -51,7 +54,7 @@ def class_counts_figure(counts_by_split: dict[str, dict[str, int]]) -> go.Figure
             marker_color=colours.get(split),
             hovertemplate="%{x}: %{y} images<extra>" + names.get(split, split) + "</extra>",
         )
-    fig.update_layout(barmode="stack", title="Images per class", yaxis_title="images", height=320, **_LAYOUT)
+    fig.update_layout(barmode="stack", title="Images per class", yaxis_title="images", height=340, **_LAYOUT)
     return fig
 
 
@@ -85,7 +88,20 @@ def freeze_strip(blocks: Sequence[tuple[str, int]], frozen: int, head_params: in
     return fig
 
 
-def loss_figure(step_losses: Sequence[tuple[int, float]], history: Sequence[dict], steps_per_epoch: float) -> go.Figure:
+def _step_axis(total_steps: int | None) -> dict:
+    """A fixed x axis over the whole training while it runs, so the curve grows left to right instead of rescaling."""
+    axis: dict = {"title": "training step"}
+    if total_steps:
+        axis["range"] = [0, total_steps * 1.02]
+    return axis
+
+
+def loss_figure(
+    step_losses: Sequence[tuple[int, float]],
+    history: Sequence[dict],
+    steps_per_epoch: float,
+    total_steps: int | None = None,
+) -> go.Figure:
     """Loss per training step (thinned), and the epoch means of training and validation loss at each epoch's end."""
     fig = go.Figure()
     xs, ys = downsample(step_losses)
@@ -106,45 +122,52 @@ def loss_figure(step_losses: Sequence[tuple[int, float]], history: Sequence[dict
             name="validation loss",
             line={"color": VAL_COLOUR},
         )
-    fig.update_layout(title="Loss (lower is better)", xaxis_title="training step", height=320, **_LAYOUT)
+    fig.update_layout(title="Loss (lower is better)", xaxis=_step_axis(total_steps), height=340, **_LAYOUT)
     return fig
 
 
-def accuracy_figure(history: Sequence[dict]) -> go.Figure:
-    """Training and validation accuracy after each epoch, in percent."""
-    epochs = [h["epoch"] for h in history]
+def accuracy_figure(history: Sequence[dict], epochs: int | None = None) -> go.Figure:
+    """Training and validation accuracy after each epoch, in percent (x axis over all `epochs` when given)."""
+    epochs_seen = [h["epoch"] for h in history]
     fig = go.Figure()
     fig.add_scatter(
-        x=epochs,
+        x=epochs_seen,
         y=[100 * h["train_accuracy"] for h in history],
         mode="lines+markers",
         name="training",
         line={"color": TRAIN_COLOUR},
+        marker={"size": 8},
     )
     fig.add_scatter(
-        x=epochs,
+        x=epochs_seen,
         y=[100 * h["val_accuracy"] for h in history],
         mode="lines+markers",
         name="validation",
         line={"color": VAL_COLOUR},
+        marker={"size": 8},
     )
+    last = max([epochs or 0] + epochs_seen) if (epochs or epochs_seen) else 1
     fig.update_layout(
         title="Accuracy (higher is better)",
-        xaxis_title="epoch",
         yaxis={"title": "%", "range": [0, 101]},
-        xaxis={"dtick": 1},
-        height=320,
+        xaxis={"title": "epoch", "range": [0.5, last + 0.5], "dtick": 1 if last <= 20 else None},
+        height=340,
         **_LAYOUT,
     )
     return fig
 
 
-def lr_figure(points: Sequence[tuple[float, float]]) -> go.Figure:
+def lr_figure(points: Sequence[tuple[float, float]], total_steps: int | None = None) -> go.Figure:
     """The learning rate over training steps (warmup, then cosine decay)."""
     xs, ys = downsample(points)
     fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="learning rate", line={"color": "#7a5cc2"}))
+    top = max(ys, default=0) * 1.1 or 1e-3
     fig.update_layout(
-        title="Learning rate", xaxis_title="training step", yaxis={"exponentformat": "e"}, height=320, **_LAYOUT
+        title="Learning rate",
+        xaxis=_step_axis(total_steps),
+        yaxis={"exponentformat": "e", "range": [0, top]},
+        height=340,
+        **_LAYOUT,
     )
     return fig
 
