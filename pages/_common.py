@@ -190,7 +190,11 @@ def job_to_show():
 def list_runs(with_model: bool = False) -> list:
     from tl_core.runs import list_runs as _list_runs
 
-    runs = _list_runs(settings.runs_dir())
+    try:
+        runs = _list_runs(settings.runs_dir())
+    except OSError as exc:
+        st.error(f"The runs folder '{settings.runs_dir()}' cannot be read ({exc.strerror}). Check that it exists.")
+        return []
     if with_model:
         runs = [r for r in runs if r.has_model and r.status != "running"]
     return runs

@@ -47,6 +47,11 @@ for name, image, result in zip(names, images, results, strict=True):
     left.image(image, caption=name, width=160)
     with right:
         st.markdown(f"**{result['label']}** · {result['confidence']:.1%} confident")
+        if result["confidence"] < 0.5:
+            st.caption(
+                "Unsure: the model spreads its answer over several classes. Pictures unlike the training ones, or a "
+                "model trained briefly, do this; more pictures or epochs usually help."
+            )
         st.plotly_chart(top_k_figure(result["top_k"]), key=f"predict_topk_{name}", config={"displayModeBar": False})
 if len(results) > 1:
     st.dataframe(

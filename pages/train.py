@@ -64,7 +64,12 @@ with setup:
         )
         st.page_link(ui.PAGES["model"], label="Change the backbone", icon=":material/account_tree:")
 
-    blocks, head_params = ui.backbone_blocks(backbone, num_classes)
+    structure = ui.attempt(
+        f"The structure of '{backbone}' could not be read", ui.backbone_blocks, backbone, num_classes
+    )
+    if structure is None:
+        st.stop()
+    blocks, head_params = structure
     total = len(blocks)
     depth_key = "train_freeze_depth"
     if st.session_state.get("train_depth_backbone") != backbone:  # a new backbone: start from its preset

@@ -244,7 +244,9 @@ def test_train_second_person_is_queued_and_can_stop(open_page, digits_dir, empty
     first.segmented_control(key="train_strategy").set_value("all").run()
     first.number_input(key="train_epochs").set_value(50).run()
     first.button(key="train_start").click().run()
-    second = open_page("pages/train.py", state=state)  # another person, another browser session
+    first_job = first.session_state["hs_job"]
+    second = open_page("pages/train.py", state=state)  # another person, another tab, or the same one refreshed
+    assert first_job in texts(second)  # sees the job already running
     second.select_slider(key="train_img_size").set_value(64).run()
     second.button(key="train_start").click().run()
     assert_clean(second)
