@@ -125,3 +125,14 @@ def test_zip_with_wrapper_folder_and_escaping_paths(tmp_path):
     refused = [p for p in manifest.skipped if "outside" in p.reason]
     assert len(refused) == 3
     assert Counter(s.split for s in manifest.samples)["val"] == 2
+
+
+def test_an_oversized_file_is_skipped_without_reading_it(tmp_path, monkeypatch):
+    import tl_core.data
+
+    root = _make_classes(tmp_path / "ds", {"a": 5, "b": 5})
+    (root / "a" / "movie.jpg").write_bytes(b"\0" * 50_000)
+    monkeypatch.setattr(tl_core.data, "MAX_FILE_BYTES", 40_000)  # stands in for 256 MB
+    manifest = scan_dataset(root)
+    reasons = {p.path: p.reason for p in manifest.skipped}
+    assert reasons == {"a/movie.jpg": "too large to be a usable picture (0 MB; the limit is 0 MB)"}

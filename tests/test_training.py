@@ -165,3 +165,10 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates():
     assert plan.blocks[0].param_names[0] not in {n for n, p in by_name.items() if id(p) in scale_of}  # frozen: absent
     no_decay = [g for g in groups if g["weight_decay"] == 0.0]
     assert all(p.ndim <= 1 for g in no_decay for p in g["params"])
+
+
+def test_no_validation_images_is_a_clear_error(tmp_path):
+    write_image(tmp_path / "data" / "a" / "1.png", color=(200, 0, 0))
+    write_image(tmp_path / "data" / "b" / "1.png", color=(0, 0, 200))
+    with pytest.raises(Exception, match="No picture is left for validation"):
+        train(_config(tmp_path / "data", tmp_path))

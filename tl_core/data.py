@@ -30,6 +30,7 @@ IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", ".DS_Store", ".ipynb_ch
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_RATIO = 3.0
+MAX_FILE_BYTES = 256 * 1024**2  # a bigger "image" is a video or a mistake; reading it would stall the scan
 MAX_ZIP_BYTES = 20 * 1024**3  # uncompressed; a bigger archive is refused rather than filling the disk
 
 
@@ -216,6 +217,12 @@ def _check_files(paths: list[Path], on_progress: Callable[[int, int], None] | No
 
     def check(path: Path) -> tuple[str, str | None]:
         try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                return (
+                    "",
+                    f"too large to be a usable picture ({size / 1024**2:.0f} MB; the limit is {MAX_FILE_BYTES // 1024**2} MB)",
+                )
             data = path.read_bytes()
         except OSError as exc:
             return "", f"cannot be read ({exc.strerror})"

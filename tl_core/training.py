@@ -24,7 +24,7 @@ from tl_core import cache, settings
 from tl_core.backbones import create_backbone
 from tl_core.data import DatasetManifest, scan_dataset
 from tl_core.devices import describe_device, pick_device
-from tl_core.errors import user_message
+from tl_core.errors import DataError, user_message
 from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
 from tl_core.preprocess import InputSpec, to_model_input
 from tl_core.runs import RunWriter
@@ -148,6 +148,11 @@ def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
     writer.write_json("split.json", manifest.split_table())
     writer.write_json("labels.json", manifest.class_names)
     train_set, val_set, test_set = manifest.split("train"), manifest.split("val"), manifest.split("test")
+    if not val_set:
+        raise DataError(
+            "No picture is left for validation, so accuracy cannot be measured. Add images (at least 2 per class) "
+            "or, with your own train/ and val/ folders, put some in val/."
+        )
     num_classes = len(manifest.class_names)
 
     backbone = create_backbone(config.backbone, num_classes, config.weights, config.seed)
