@@ -298,13 +298,16 @@ def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink,
     try:
         for epoch in range(1, config.epochs + 1):
             while True:
+                before = dict(progress)
                 try:
                     train_loss, train_accuracy = run_epoch(epoch)
                     break
                 except torch.cuda.OutOfMemoryError:
                     if progress["batch_size"] == 1:
                         raise
-                    progress["batch_size"] //= 2
+                    # Redo the epoch with half the batch, as if the failed attempt had not happened.
+                    progress.update(before, batch_size=before["batch_size"] // 2)
+                    optimizer.zero_grad(set_to_none=True)
                     torch.cuda.empty_cache()
                     emit(
                         {
