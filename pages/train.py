@@ -364,7 +364,10 @@ def show_job(snap) -> None:
         help="How wrong it is on held-out pictures; should go down.",
     )
     m3.metric("Epochs done", f"{len(history)} of {snap.epochs}")
-    m4.metric("Speed", f"{snap.images_per_second:.1f} images/s")
+    speed = snap.images_per_second
+    m4.metric(
+        "Speed (images/s)", f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}", help="Training pictures per second."
+    )
 
     spe = snap.total_steps / snap.epochs if snap.total_steps and snap.epochs else 1.0
     lr_points = [(h["epoch"] * spe, h["lr"]) for h in history]
