@@ -42,7 +42,9 @@ else:
 st.caption(
     f"{label_for(summary.get('backbone', '?'))} · weights: {summary.get('weights')} · "
     f"{summary.get('frozen_blocks')}/{summary.get('total_blocks')} blocks frozen · "
-    f"{summary.get('epochs_run')} epochs · best at epoch {summary.get('best_epoch')} · {summary.get('message', '')}"
+    f"{summary.get('epochs_run')} epochs · best at epoch {summary.get('best_epoch')} · "
+    + ("backbone features from the cache (only the head trained) · " if summary.get("feature_cache") else "")
+    + summary.get("message", "")
 )
 
 left, right = st.columns([3, 2])

@@ -247,6 +247,8 @@ def test_train_second_person_is_queued_and_can_stop(open_page, digits_dir, empty
     first_job = first.session_state["hs_job"]
     second = open_page("pages/train.py", state=state)  # another person, another tab, or the same one refreshed
     assert first_job in texts(second)  # sees the job already running
+    home = open_page()
+    assert metric(home, "Job") in ("queued", "running")  # and so does the home page
     second.select_slider(key="train_img_size").set_value(64).run()
     second.button(key="train_start").click().run()
     assert_clean(second)
@@ -287,6 +289,7 @@ def test_evaluate_with_a_run(open_page, finished_run):
     expected = evaluate_run(finished_run)
     at = open_page("pages/evaluate.py", state={"hs_run": str(finished_run)})
     assert at.selectbox(key="evaluate_run").value == str(finished_run)
+    assert "backbone features from the cache" in texts(at)  # the fixture's run trains the head on cached features
     assert metric(at, "Validation accuracy") == f"{expected.accuracy:.1%}"
     assert metric(at, "Validation pictures") == str(expected.num_images)
     assert metric(at, "Macro F1") == f"{expected.macro_f1:.3f}"
