@@ -315,7 +315,7 @@ def store_folder_upload(files: list) -> Path:
         rel = safe_relative(f.name)
         if rel is None:
             continue
-        data = f.getvalue()
+        data = f.getbuffer()  # a view of the upload's bytes, not a copy
         digest.update(rel.as_posix().encode() + b"\0" + hashlib.sha1(data).digest())
         entries.append((rel, data))
     if not entries:

@@ -1,6 +1,5 @@
 """Export: the trained model as one zip (weights, labels, preprocessing, a predict script, a model card)."""
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -18,20 +17,25 @@ if run is None:
     st.stop()
 
 
-@st.cache_data(show_spinner="Packing the model...", max_entries=8)
-def bundle(run_dir: str, weights_mtime: float) -> bytes:
+@st.cache_data(show_spinner="Packing the model...", max_entries=64)
+def bundle(run_dir: str, weights_mtime: float) -> str:
+    """The bundle's path under data/exports/, made once per run (and again if the weights change)."""
     out = settings.data_dir().resolve() / "exports" / f"{Path(run_dir).name}.zip"
-    return export_bundle(run_dir, out).read_bytes()
+    return str(export_bundle(run_dir, out))
 
 
 weights = run.run_dir / "model.safetensors"
-data = ui.attempt("The model could not be packed", bundle, str(run.run_dir), weights.stat().st_mtime)
-if data is None:
+made = ui.attempt("The model could not be packed", bundle, str(run.run_dir), weights.stat().st_mtime)
+if made is not None and not Path(made).exists():  # removed from disk since: pack it again
+    bundle.clear()
+    made = ui.attempt("The model could not be packed", bundle, str(run.run_dir), weights.stat().st_mtime)
+if made is None:
     st.stop()
+path = Path(made)
 
 st.download_button(
-    f"Download the model ({len(data) / 1024**2:.1f} MB)",
-    data,
+    f"Download the model ({path.stat().st_size / 1024**2:.1f} MB)",
+    data=path.read_bytes,  # read only when clicked, not on every rerun
     file_name=f"headstart-{run.id}.zip",
     mime="application/zip",
     type="primary",
@@ -39,7 +43,7 @@ st.download_button(
     key="export_download",
     on_click="ignore",
 )
-with zipfile.ZipFile(io.BytesIO(data)) as zf:
+with zipfile.ZipFile(path) as zf:
     listing = [{"file": i.filename, "size (KB)": round(i.file_size / 1024, 1)} for i in zf.infolist()]
     card = zf.read("README.md").decode("utf-8")
 WHAT = {

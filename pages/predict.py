@@ -38,11 +38,15 @@ for f in files:
 if not images:
     st.stop()
 
-results = ui.attempt("The pictures could not be labelled", predictor.predict_images, images, top_k=3)
-if results is None:
-    st.stop()
+BATCH = 32  # pictures per forward pass: memory stays small however many are dropped
+results = []
+for start in range(0, len(images), BATCH):
+    chunk = ui.attempt("The pictures could not be labelled", predictor.predict_images, images[start : start + BATCH])
+    if chunk is None:
+        st.stop()
+    results += chunk
 
-for name, image, result in zip(names, images, results, strict=True):
+for index, (name, image, result) in enumerate(zip(names, images, results, strict=True)):
     left, right = st.columns([1, 3])
     left.image(image, caption=name, width=160)
     with right:
@@ -52,7 +56,7 @@ for name, image, result in zip(names, images, results, strict=True):
                 "Unsure: the model spreads its answer over several classes. Pictures unlike the training ones, or a "
                 "model trained briefly, do this; more pictures or epochs usually help."
             )
-        st.plotly_chart(top_k_figure(result["top_k"]), key=f"predict_topk_{name}", config={"displayModeBar": False})
+        st.plotly_chart(top_k_figure(result["top_k"]), key=f"predict_topk_{index}", config={"displayModeBar": False})
 if len(results) > 1:
     st.dataframe(
         [

@@ -306,7 +306,11 @@ def test_predict_with_a_run(open_page, finished_run, digits_dir):
     at = open_page("pages/predict.py", state={"hs_run": str(finished_run)})
     assert "Classes it knows: " + ", ".join(DIGITS) in texts(at)
     at.file_uploader(key="predict_files").set_value(
-        [("seven.png", picture.read_bytes(), "image/png"), ("broken.png", b"not a picture", "image/png")]
+        [
+            ("seven.png", picture.read_bytes(), "image/png"),
+            ("broken.png", b"not a picture", "image/png"),
+            ("seven.png", picture.read_bytes(), "image/png"),  # the same name twice (two folders) is fine
+        ]
     ).run()
     assert_clean(at)
     from tl_core.images import open_rgb
@@ -315,6 +319,8 @@ def test_predict_with_a_run(open_page, finished_run, digits_dir):
     shown = texts(at)
     assert f"**{expected['label']}** · {expected['confidence']:.1%} confident" in shown
     assert "'broken.png' is left out: not an image file" in shown
+    assert len(at.image) == 2
+    assert list(table_with(at, "picture")["label"]) == [expected["label"]] * 2
 
 
 def test_export_with_a_run(open_page, finished_run):
