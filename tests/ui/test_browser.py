@@ -96,8 +96,14 @@ def page(server):
         browser.close()
 
 
+CHARTS_DRAWN_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+  .every(c => c.querySelector('.js-plotly-plot .main-svg .cartesianlayer'))"""
+
+
 def _shot(page, name: str) -> None:
-    page.wait_for_timeout(600)  # let charts draw
+    """Screenshot of the page once every chart on it is drawn."""
+    page.wait_for_function(CHARTS_DRAWN_JS, timeout=20_000)
+    page.wait_for_timeout(800)  # the bars and lines inside them
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
