@@ -168,6 +168,10 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     page.locator('input[type=range][aria-label="Image size (px)"]').focus()
     page.keyboard.press("Home")  # the smallest size: 64 px
     page.locator('input[type=range][aria-label="Image size (px)"][aria-valuetext="64"]').wait_for()
+    page.locator('input[type=range][aria-label="Batch size"]').focus()
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")  # batch size 8: more steps, so the curve grows in view on a fast machine too
+    page.locator('input[type=range][aria-label="Batch size"][aria-valuetext="8"]').wait_for()
     epochs = page.locator('input[aria-label="Epochs"]')
     epochs.fill("8")
     epochs.press("Enter")
@@ -175,7 +179,7 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     page.get_by_role("button", name="Start training").click()
 
     seen: list[int] = []
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 240
     screenshot_taken = False
     while time.monotonic() < deadline:
         points = page.evaluate(LOSS_POINTS_JS)
