@@ -161,7 +161,7 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates():
     n = plan.total_blocks
     assert scale_of[id(by_name[plan.blocks[-1].param_names[0]])] == 0.5
     assert scale_of[id(by_name[plan.blocks[1].param_names[0]])] == 0.5 ** (n - 1)
-    assert scale_of[id(by_name["fc.weight"])] == 1.0  # the head learns at the full rate
+    assert scale_of[id(by_name["fc.weight"])] == config.head_lr_scale == 3.0  # the new head takes bigger steps
     assert plan.blocks[0].param_names[0] not in {n for n, p in by_name.items() if id(p) in scale_of}  # frozen: absent
     no_decay = [g for g in groups if g["weight_decay"] == 0.0]
     assert all(p.ndim <= 1 for g in no_decay for p in g["params"])

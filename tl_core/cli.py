@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze", default="all", metavar="all|none|K", help="how many backbone blocks stay frozen")
     t.add_argument("--epochs", type=_positive_int, default=10)
     t.add_argument("--batch-size", type=_positive_int, default=32)
-    t.add_argument("--lr", type=float, default=None, help="default: 1e-3 head only, 3e-4 otherwise")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     t.add_argument("--img-size", type=_positive_int, default=None, help="default: the backbone's own")
     t.add_argument("--val-split", type=float, default=0.2)
     t.add_argument("--test-split", type=float, default=0.0)

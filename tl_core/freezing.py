@@ -28,6 +28,7 @@ class FreezePlan:
     blocks: tuple[Block, ...]
     frozen_blocks: int
     head_params: int
+    head_param_names: tuple[str, ...] = ()
 
     @property
     def total_blocks(self) -> int:
@@ -78,8 +79,9 @@ def apply_freeze(model: nn.Module, freeze: str | int) -> FreezePlan:
     frozen = {n for b in blocks[:depth] for n in b.param_names}
     for name, param in model.named_parameters():
         param.requires_grad_(name not in frozen)
-    head_params = sum(p.numel() for n, p in model.named_parameters() if n in set(_head_param_names(model)))
-    return FreezePlan(tuple(blocks), depth, head_params)
+    head_names = tuple(_head_param_names(model))
+    head_params = sum(p.numel() for n, p in model.named_parameters() if n in head_names)
+    return FreezePlan(tuple(blocks), depth, head_params, head_names)
 
 
 def set_train_mode(model: nn.Module) -> None:

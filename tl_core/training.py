@@ -40,7 +40,7 @@ class TrainConfig:
     freeze: str = "all"  # all | none | K (the first K blocks stay frozen)
     epochs: int = 10
     batch_size: int = 32
-    lr: float | None = None  # None: 1e-3 when only the head trains, 3e-4 otherwise
+    lr: float | None = None  # None: 1e-3
     img_size: int | None = None  # None: the backbone's own
     val_split: float = 0.2
     test_split: float = 0.0
@@ -55,10 +55,11 @@ class TrainConfig:
     early_stopping: int = 5  # epochs without a better validation loss before stopping; 0 turns it off
     layer_decay: float | None = None  # e.g. 0.75: each block further from the head learns 0.75x as fast
     feature_cache: bool = True
+    head_lr_scale: float = 3.0  # when backbone blocks train too, the new head learns this many times faster
     compile: bool = False  # torch.compile the model (CUDA only: pays on long runs, costs a minute of compiling)
 
     def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.freeze == "all" else 3e-4)
+        return self.lr if self.lr is not None else 1e-3
 
     def resolved_augment(self) -> bool:
         return self.augment == "on" or (self.augment == "auto" and self.freeze != "all")
@@ -419,6 +420,10 @@ def _backbone_features(model, manifest, images, spec, backbone, config, device, 
 def _param_groups(model: nn.Module, plan: FreezePlan, lr: float, config: TrainConfig) -> list[dict]:
     """Trainable parameters by block (for layer-wise learning rates), with no weight decay on biases and norms."""
     scale_of: dict[str, float] = {}
+    body_trains = plan.frozen_blocks < plan.total_blocks
+    if body_trains:  # the new head starts from zero and has the most to learn: it gets a larger step
+        head = set(plan.head_param_names)
+        scale_of.update(dict.fromkeys(head, config.head_lr_scale))
     if config.layer_decay:
         for block, scale in zip(plan.blocks, layer_lr_scales(plan, config.layer_decay), strict=True):
             scale_of.update(dict.fromkeys(block.param_names, scale))
