@@ -229,6 +229,14 @@ def predictor(run_dir: str, weights_mtime: float):
     return Predictor.from_run(run_dir)
 
 
+def heat_map(predictor, image, class_index: int | None = None):
+    """The picture as the model saw it with Grad-CAM laid over it: where the evidence for the class was."""
+    from tl_core.explain import grad_cam, overlay
+
+    heat, _ = grad_cam(predictor, image, class_index)
+    return overlay(image, heat, predictor.spec.img_size)
+
+
 def load_predictor(run_dir: Path):
     weights = Path(run_dir) / "model.safetensors"
     return predictor(str(run_dir), weights.stat().st_mtime if weights.exists() else 0.0)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages import _common as ui
 from tl_core.backbones import label_for
+from tl_core.images import open_rgb
 from tl_core.metrics import evaluate_run
 from tl_core.plots import accuracy_figure, confusion_figure
 from tl_core.runs import read_metrics
@@ -80,12 +81,23 @@ else:
         "The most confident mistakes first: a wrong label given with high confidence often means a mislabelled picture."
     )
     shown = evaluation.mistakes[:12]
+    explain = st.toggle(
+        "Show where the model looked",
+        key="evaluate_heat",
+        help="Grad-CAM on each mistake: warm colours mark what pushed the model towards its wrong answer.",
+    )
+    predictor = ui.attempt("The model could not be loaded", ui.load_predictor, run.run_dir) if explain else None
     cols = st.columns(6)
     for i, mistake in enumerate(shown):
         with cols[i % 6]:
             caption = f"true: {mistake['true']} · said: {mistake['predicted']} ({mistake['confidence']:.0%})"
             with ui.user_errors("Picture not shown"):
-                st.image(ui.thumbnail(mistake["path"]), caption=caption)
+                if predictor is not None:
+                    picture = open_rgb(mistake["path"])
+                    said = predictor.class_names.index(mistake["predicted"])
+                    st.image(ui.heat_map(predictor, picture, said), caption=caption)
+                else:
+                    st.image(ui.thumbnail(mistake["path"]), caption=caption)
     if len(evaluation.mistakes) > len(shown):
         st.caption(f"... and {len(evaluation.mistakes) - len(shown)} more.")
 

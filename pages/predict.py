@@ -46,9 +46,18 @@ for start in range(0, len(images), BATCH):
         st.stop()
     results += chunk
 
+show_heat = st.toggle(
+    "Show where the model looked",
+    value=True,
+    key="predict_heat",
+    help="Grad-CAM: warm colours mark the parts of the picture that pushed the model towards its answer.",
+)
 for index, (name, image, result) in enumerate(zip(names, images, results, strict=True)):
-    left, right = st.columns([1, 3])
+    left, middle, right = st.columns([1, 1, 2])
     left.image(image, caption=name, width=160)
+    if show_heat:
+        with middle, ui.user_errors("The heat map could not be drawn"):
+            middle.image(ui.heat_map(predictor, image), caption=f"evidence for '{result['label']}'", width=160)
     with right:
         st.markdown(f"**{result['label']}** · {result['confidence']:.1%} confident")
         if result["confidence"] < 0.5:

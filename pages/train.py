@@ -370,13 +370,10 @@ def show_job(snap) -> None:
     )
 
     spe = snap.total_steps / snap.epochs if snap.total_steps and snap.epochs else 1.0
-    lr_points = [(h["epoch"] * spe, h["lr"]) for h in history]
-    if snap.lr is not None and snap.step and (not lr_points or snap.step > lr_points[-1][0]):
-        lr_points.append((snap.step, snap.lr))
     k1, k2, k3 = st.columns(3)
     k1.plotly_chart(loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
     k2.plotly_chart(accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
-    k3.plotly_chart(lr_figure(lr_points, snap.total_steps), key="train_lr_chart")
+    k3.plotly_chart(lr_figure(snap.step_lrs, snap.total_steps), key="train_lr_chart")
 
     if snap.state == "finished":
         st.success((snap.summary or {}).get("message") or "Training finished.", icon=":material/check_circle:")

@@ -20,13 +20,12 @@ from tl_core.predict import Predictor
 def grad_cam(predictor: Predictor, image: Image.Image, class_index: int | None = None) -> tuple[np.ndarray, int]:
     """(heat map in 0..1 at the model's input size, the class it explains: the predicted one by default)."""
     model = predictor.model
-    x = predictor.preprocess([image])
+    x = predictor.preprocess([image]).requires_grad_(True)  # gradients flow to the features, not the weights
     with torch.enable_grad():
         features = model.forward_features(x)
         features.retain_grad()
         logits = model.forward_head(features)
         target = int(logits.argmax(1)) if class_index is None else class_index
-        model.zero_grad(set_to_none=True)
         logits[0, target].backward()
     grid, grads = _as_grid(model, features.detach()), _as_grid(model, features.grad)
     weights = grads.mean(dim=(2, 3), keepdim=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from tl_core.errors import HeadstartError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16  # pixels; smaller pictures carry too little for any backbone
 MAX_PIXELS = 64_000_000  # beyond this a file could exhaust memory when decoded (a "decompression bomb")
@@ -20,7 +22,7 @@ MAX_PIXELS = 64_000_000  # beyond this a file could exhaust memory when decoded 
 Image.MAX_IMAGE_PIXELS = None
 
 
-class UnusableImage(Exception):
+class UnusableImage(HeadstartError):
     """A file that cannot be used as a training image; the message is the reason shown to the user."""
 
 

@@ -160,7 +160,7 @@ def accuracy_figure(history: Sequence[dict], epochs: int | None = None) -> go.Fi
 def lr_figure(points: Sequence[tuple[float, float]], total_steps: int | None = None) -> go.Figure:
     """The learning rate over training steps (warmup, then cosine decay)."""
     xs, ys = downsample(points)
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name="learning rate", line={"color": "#7a5cc2"}))
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines", name="learning rate", line={"color": "#7a5cc2"}))
     top = max(ys, default=0) * 1.1 or 1e-3
     fig.update_layout(
         title="Learning rate",

@@ -39,7 +39,7 @@ class Predictor:
 
         model = timm.create_model(config["backbone"], pretrained=False, num_classes=len(class_names))
         model.load_state_dict(load_file(str(weights)))
-        model.eval().to(device)
+        model.eval().requires_grad_(False).to(device)  # inference only; Grad-CAM differentiates the input
         spec = InputSpec(
             **{**config["input"], "mean": tuple(config["input"]["mean"]), "std": tuple(config["input"]["std"])}
         )

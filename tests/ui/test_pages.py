@@ -299,6 +299,9 @@ def test_evaluate_with_a_run(open_page, finished_run):
     assert len(at.get("plotly_chart")) == 2  # confusion matrix, accuracy curve
     if expected.mistakes:
         assert len(at.image) == min(12, len(expected.mistakes))
+        at.toggle(key="evaluate_heat").set_value(True).run()
+        assert_clean(at)
+        assert len(at.image) == min(12, len(expected.mistakes))  # the same pictures, now with their heat maps
 
 
 def test_predict_with_a_run(open_page, finished_run, digits_dir):
@@ -319,8 +322,11 @@ def test_predict_with_a_run(open_page, finished_run, digits_dir):
     shown = texts(at)
     assert f"**{expected['label']}** · {expected['confidence']:.1%} confident" in shown
     assert "'broken.png' is left out: not an image file" in shown
-    assert len(at.image) == 2
+    assert len(at.image) == 4  # each picture and its heat map
     assert list(table_with(at, "picture")["label"]) == [expected["label"]] * 2
+
+    at.toggle(key="predict_heat").set_value(False).run()
+    assert len(at.image) == 2  # the pictures alone
 
 
 def test_export_with_a_run(open_page, finished_run):
