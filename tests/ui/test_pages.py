@@ -175,6 +175,17 @@ def test_model_catalogue_and_recommendation(open_page):
     assert at.session_state["hs_weights"] == "none"
 
 
+def test_model_page_shows_speeds_measured_here(open_page):
+    from tl_core.speed import measure_speed, remember_speed
+
+    measured = measure_speed("tf_efficientnet_lite0", batch_size=2, img_size=64, seconds=0.1)
+    remember_speed(measured)
+    table = table_with(open_page("pages/model.py"), "timm name")
+    lite0 = table[table["timm name"] == "tf_efficientnet_lite0"].iloc[0]
+    assert lite0["training img/s here"] == pytest.approx(measured["training_images_per_second"])
+    assert lite0["predicting img/s here"] == pytest.approx(measured["inference_images_per_second"])
+
+
 # ---------------------------------------------------------------- Train
 
 
