@@ -100,6 +100,9 @@ def test_frozen_backbone_uses_the_feature_cache_and_reuses_it(colours, tmp_path)
     second = train(_config(colours, tmp_path, freeze="all", epochs=4), on_event=second_events.append)
     hits = [e["hit"] for e in first_events + second_events if e["event"] == "feature_cache"]
     assert hits == [False, True]
+    stages = lambda events: {e["stage"] for e in events if e["event"] == "progress"}  # noqa: E731
+    assert stages(first_events) == {"scan", "decode", "features"}
+    assert stages(second_events) == {"scan"}  # a hit needs neither decoding nor the backbone
     assert first["feature_cache"] and second["feature_cache"]
     assert first["best_val_accuracy"] == second["best_val_accuracy"]
     no_cache = train(_config(colours, tmp_path, freeze="all", epochs=4, feature_cache=False))

@@ -94,16 +94,12 @@ def feature_path(key: str) -> Path:
     return settings.cache_dir() / "features" / f"{key}.npy"
 
 
-def cached_features(
-    key: str,
-    compute: Callable[[Progress], np.ndarray],
-    on_progress: Progress = None,
-) -> tuple[np.ndarray, bool]:
+def cached_features(key: str, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
     """The features stored under `key`, computing and storing them first if needed; also says if it was a hit."""
     path = feature_path(key)
     if path.exists():
         return _load(path), True
-    features = compute(on_progress).astype(np.float32)
+    features = compute().astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npy")
     np.save(tmp, features)

@@ -122,11 +122,13 @@ def train(
     except StopRequested:
         summary = _summary_without_training(writer, state, "stopped", "Stopped before training began.")
     except Exception as exc:
-        summary = _summary_without_training(writer, state, "failed", user_message(exc))
-        writer.write_json("summary.json", {**summary, "train_seconds": round(time.monotonic() - started, 2)})
-        emit({"event": "end", **summary})
-        writer.close()
+        _finish(writer, emit, _summary_without_training(writer, state, "failed", user_message(exc)), started)
         raise
+    return _finish(writer, emit, summary, started)
+
+
+def _finish(writer: RunWriter, emit: EventSink, summary: dict, started: float) -> dict:
+    """Write the summary, tell the listeners, release the run folder."""
     summary["train_seconds"] = round(time.monotonic() - started, 2)  # wall time of the whole run, caches included
     writer.write_json("summary.json", summary)
     emit({"event": "end", **summary})
@@ -186,7 +188,9 @@ def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
         }
     )
 
-    images = cache.decoded_images(manifest, spec.cache_size, on_progress=progress("decode"))
+    def decoded_images() -> np.ndarray:
+        return cache.decoded_images(manifest, spec.cache_size, on_progress=progress("decode"))
+
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -200,7 +204,8 @@ def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
     }
 
     if use_features:
-        features, hit = _backbone_features(model, manifest, images, spec, backbone, config, device, progress)
+        # On a cache hit the pictures are not even decoded: the features are all the head needs.
+        features, hit = _backbone_features(model, manifest, decoded_images, spec, backbone, config, device, progress)
         emit({"event": "feature_cache", "hit": hit, "dim": int(features.shape[1])})
         inputs = torch.from_numpy(np.asarray(features))
         head = model.get_classifier()
@@ -210,6 +215,7 @@ def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
 
         trained_module: nn.Module = head
     else:
+        images = decoded_images()
         generator = torch.Generator().manual_seed(config.seed)
         forward = torch.compile(model) if config.compile and device.type == "cuda" else model
 
@@ -249,7 +255,10 @@ def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink,
 
     def run_epoch(epoch: int) -> tuple[float, float]:
         """One pass over the shuffled training images; returns (mean loss, accuracy)."""
-        set_train_mode(model) if trained_module is model else trained_module.train()
+        if trained_module is model:
+            set_train_mode(model)
+        else:
+            trained_module.train()
         shuffle = rng.permutation(num_train)
         order, order_labels = rows["train"][shuffle], labels["train"][torch.from_numpy(shuffle)]
         batch_size = progress["batch_size"]
@@ -395,11 +404,12 @@ def _evaluate(batch_logits, rows, labels, autocast, trained_module, model, devic
     return {"loss": total_loss / n, "accuracy": correct / n, "predictions": predictions}
 
 
-def _backbone_features(model, manifest, images, spec, backbone, config, device, progress):
+def _backbone_features(model, manifest, decoded_images, spec, backbone, config, device, progress):
     """Pooled backbone features of every image (eval mode, centre crop), from the disk cache when present."""
     key = cache.feature_key(manifest, config.backbone, backbone.weights_id, spec.img_size)
 
-    def compute(on_progress) -> np.ndarray:
+    def compute() -> np.ndarray:
+        images = decoded_images()
         model.eval()
         out = []
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
