@@ -4,7 +4,8 @@
     python benchmarks/bench_train.py full     # full fine-tuning: training images/s
     python benchmarks/bench_train.py quick    # the UI's "quick model": 500 images, 224 px, first run, cold caches
     python benchmarks/bench_train.py memory   # 5,000 images at 224 px: peak resident memory (quick model + 1 epoch full)
-    python benchmarks/bench_train.py ui       # training alone vs. training while a poller reads snapshots every 1 s
+
+The live page's cost is measured for real, with Chromium and `streamlit run`, by benchmarks/bench_ui_browser.py.
 
 Each prints one JSON line of results (and the ratio where there is a plain loop to compare with). Caches go to a
 fresh temporary folder unless --cache-dir is given, so "first run" really is the first.
@@ -19,7 +20,6 @@ import platform
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -122,7 +122,7 @@ def peak_rss_gib() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["frozen", "full", "quick", "memory", "ui"])
+    parser.add_argument("what", choices=["frozen", "full", "quick", "memory"])
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "headstart-bench"))
     parser.add_argument("--cache-dir", default=None, help="default: a fresh empty folder (cold caches)")
     args = parser.parse_args()
@@ -163,60 +163,7 @@ def main() -> None:
         result.update(images=5000, quick=quick, peak_rss_gib_after_quick=peak_rss_gib())
         full = headstart(data, 1, 32, 224, "none", "on", runs_dir=runs, val_split=0.9)
         result.update(full_one_epoch_500_train=full, peak_rss_gib=peak_rss_gib())
-    elif args.what == "ui":
-        result.update(ui_overhead(make_photos(work / "photos-100", 100), runs))
     print(json.dumps(result))
-
-
-def ui_overhead(data: Path, runs: str) -> dict:
-    """The same run twice: alone, then with a thread that reads the job snapshot and builds the page's figures
-    every second, as the Train page does (the same tl_core.plots figures, serialised as Streamlit would)."""
-    from tl_core.jobs import JobManager
-    from tl_core.training import TrainConfig
-
-    def run(poll: bool) -> float:
-        manager = JobManager()
-        config = TrainConfig(
-            str(data),
-            weights="offline",
-            freeze="5",
-            epochs=3,
-            batch_size=32,
-            img_size=160,
-            early_stopping=0,
-            runs_dir=runs,
-        )
-        job = manager.submit(config)
-        stop = threading.Event()
-
-        def poller():
-            from tl_core import plots
-
-            while not stop.wait(1.0):
-                snap = job.snapshot()
-                steps_per_epoch = snap.total_steps / max(snap.epochs, 1)
-                plots.loss_figure(snap.step_losses, snap.history, steps_per_epoch).to_json()
-                plots.accuracy_figure(snap.history).to_json()
-
-        thread = threading.Thread(target=poller, daemon=True)
-        if poll:
-            thread.start()
-        job.wait()
-        stop.set()
-        manager.shutdown()
-        return job.snapshot().summary["train_images_per_second"]
-
-    run(False)  # warm the decode cache so every measured run does the same work
-    alone, polled = [], []
-    for _ in range(4):  # interleaved, so drift in the machine's speed hits both alike
-        alone.append(run(False))
-        polled.append(run(True))
-    alone_median, polled_median = float(np.median(alone)), float(np.median(polled))
-    return {
-        "images_per_second_alone": alone,
-        "images_per_second_polled": polled,
-        "slowdown_percent_of_medians": round(100 * (1 - polled_median / alone_median), 1),
-    }
 
 
 if __name__ == "__main__":

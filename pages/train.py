@@ -404,7 +404,7 @@ is_active = job is not None and job.snapshot().active
 st.session_state["train_live_active"] = is_active
 
 
-@st.fragment(run_every=1.0 if is_active else None)
+@st.fragment(run_every=ui.LIVE_REFRESH_S if is_active else None)
 def live_view() -> None:
     current = ui.job_to_show()
     if current is None:
