@@ -373,7 +373,7 @@ def show_job(snap) -> None:
     k1, k2, k3 = st.columns(3)
     k1.plotly_chart(loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
     k2.plotly_chart(accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
-    k3.plotly_chart(lr_figure(snap.step_lrs, snap.total_steps), key="train_lr_chart")
+    k3.plotly_chart(lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
 
     if snap.state == "finished":
         st.success((snap.summary or {}).get("message") or "Training finished.", icon=":material/check_circle:")

@@ -92,6 +92,9 @@ def test_run_folder_contract_and_a_bad_file_does_not_stop_training(colours, tmp_
     assert kinds.count("step") == 3 * 3  # 24 training images in batches of 8
     steps = [e for e in events if e["event"] == "step"]
     assert steps[-1]["eta_seconds"] == 0 and steps[0]["images_per_second"] > 0
+    (schedule,) = [e["lrs"] for e in events if e["event"] == "schedule"]
+    assert schedule == pytest.approx([e["lr"] for e in steps])  # the plan drawn up front is what ran
+    assert max(schedule) == pytest.approx(3e-3, rel=0.05) and schedule[-1] < schedule[len(schedule) // 2]
 
 
 def test_frozen_backbone_uses_the_feature_cache_and_reuses_it(colours, tmp_path):

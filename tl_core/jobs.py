@@ -38,7 +38,7 @@ class JobSnapshot:
     eta_seconds: float | None = None
     lr: float | None = None
     step_losses: list[tuple[int, float]] = field(default_factory=list)
-    step_lrs: list[tuple[int, float]] = field(default_factory=list)
+    lr_schedule: list[float] = field(default_factory=list)  # the planned learning rate of every step
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
     messages: list[str] = field(default_factory=list)
     start_info: dict = field(default_factory=dict)
@@ -90,7 +90,6 @@ class Job:
         with self._lock:
             snap = copy.copy(self._snap)
             snap.step_losses = list(self._snap.step_losses)
-            snap.step_lrs = list(self._snap.step_lrs)
             snap.history = list(self._snap.history)
             snap.messages = list(self._snap.messages)
         if snap.state == "queued":
@@ -132,7 +131,8 @@ class Job:
                     event["lr"],
                 )
                 snap.step_losses.append((event["step"], event["loss"]))
-                snap.step_lrs.append((event["step"], event["lr"]))
+            elif kind == "schedule":
+                snap.lr_schedule = event["lrs"]  # replaced, never changed in place: snapshots may share it
             elif kind == "epoch":
                 snap.history.append({k: v for k, v in event.items() if k not in ("event", "time")})
             elif kind == "message":

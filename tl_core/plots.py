@@ -157,10 +157,22 @@ def accuracy_figure(history: Sequence[dict], epochs: int | None = None) -> go.Fi
     return fig
 
 
-def lr_figure(points: Sequence[tuple[float, float]], total_steps: int | None = None) -> go.Figure:
-    """The learning rate over training steps (warmup, then cosine decay)."""
-    xs, ys = downsample(points)
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines", name="learning rate", line={"color": "#7a5cc2"}))
+def lr_figure(schedule: Sequence[float], steps_done: int = 0) -> go.Figure:
+    """The whole planned learning rate (warmup, then cosine decay), the part already trained drawn solid.
+
+    `steps_done` should move once per epoch: between epochs the figure is identical, so the browser need not redraw it.
+    """
+    xs, ys = downsample(list(enumerate(schedule, start=1)))
+    done = [(x, y) for x, y in zip(xs, ys, strict=True) if x <= steps_done]
+    fig = go.Figure(
+        [
+            go.Scatter(x=xs, y=ys, mode="lines", name="planned", line={"color": "#c9bce8", "dash": "dot"}),
+            go.Scatter(
+                x=[x for x, _ in done], y=[y for _, y in done], mode="lines", name="done", line={"color": "#7a5cc2"}
+            ),
+        ]
+    )
+    total_steps = len(schedule) or None
     top = max(ys, default=0) * 1.1 or 1e-3
     fig.update_layout(
         title="Learning rate",

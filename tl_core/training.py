@@ -252,6 +252,7 @@ def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink,
     total_images = config.epochs * num_train
     warmup_images = min(config.warmup_epochs * num_train, total_images / 2)
     progress = {"images_seen": 0, "train_time": 0.0, "step": 0, "batch_size": max(1, min(config.batch_size, num_train))}
+    emit({"event": "schedule", "lrs": planned_lrs(num_train, progress["batch_size"], config.epochs, lr, warmup_images)})
 
     def run_epoch(epoch: int) -> tuple[float, float]:
         """One pass over the shuffled training images; returns (mean loss, accuracy)."""
@@ -451,6 +452,13 @@ def _param_groups(model: nn.Module, plan: FreezePlan, lr: float, config: TrainCo
         }
         for (scale, no_decay), params in groups.items()
     ]
+
+
+def planned_lrs(num_train: int, batch_size: int, epochs: int, lr: float, warmup_images: float) -> list[float]:
+    """The learning rate of every step of the run as planned (the page draws it whole from the start)."""
+    sizes = [end - start for start, end in _batches(num_train, batch_size)] * epochs
+    seen = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return [lr * _lr_factor(float(s), float(epochs * num_train), warmup_images) for s in seen]
 
 
 def _lr_factor(images_seen: float, total_images: float, warmup_images: float) -> float:
