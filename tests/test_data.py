@@ -136,3 +136,21 @@ def test_an_oversized_file_is_skipped_without_reading_it(tmp_path, monkeypatch):
     manifest = scan_dataset(root)
     reasons = {p.path: p.reason for p in manifest.skipped}
     assert reasons == {"a/movie.jpg": "too large to be a usable picture (0 MB; the limit is 0 MB)"}
+
+
+def test_train_and_test_folders_without_val(tmp_path):
+    _make_classes(tmp_path / "ds" / "train", {"x": 10, "y": 10})
+    _make_classes(tmp_path / "ds" / "test", {"x": 3, "y": 3})
+    manifest = scan_dataset(tmp_path / "ds", val_fraction=0.2, seed=0)
+    assert manifest.class_names == ["x", "y"]  # not "train" and "test"
+    assert manifest.class_counts("val") == {"x": 2, "y": 2}  # taken out of train/
+    assert manifest.class_counts("train") == {"x": 8, "y": 8}
+    assert manifest.class_counts("test") == {"x": 3, "y": 3}  # as given
+    assert any("No val/ folder" in w for w in manifest.warnings)
+
+
+def test_a_class_only_in_val_is_reported(tmp_path):
+    _make_classes(tmp_path / "ds" / "train", {"x": 5, "y": 5})
+    _make_classes(tmp_path / "ds" / "val", {"x": 2, "y": 2, "z": 2})
+    manifest = scan_dataset(tmp_path / "ds")
+    assert any("No training image for: z" in w for w in manifest.warnings)

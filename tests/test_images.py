@@ -95,3 +95,9 @@ def test_load_square_is_a_centre_crop_of_the_shorter_side(tmp_path):
     square = load_square(path, 20)
     assert square.shape == (20, 20, 3)
     assert square.mean() > 240
+
+
+def test_twelve_bit_data_in_a_sixteen_bit_file_keeps_its_range():
+    ramp = (np.linspace(0, 4095, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    out = np.asarray(open_rgb(_saved(Image.fromarray(ramp), "PNG")))
+    assert out.max() == 255 and 100 < out[32, 0, 0] < 155

@@ -178,3 +178,28 @@ def test_no_validation_images_is_a_clear_error(tmp_path):
     write_image(tmp_path / "data" / "b" / "1.png", color=(0, 0, 200))
     with pytest.raises(Exception, match="No picture is left for validation"):
         train(_config(tmp_path / "data", tmp_path))
+
+
+def test_a_transformer_trains_and_predicts_at_another_image_size(colours, tmp_path):
+    from tl_core.predict import Predictor
+
+    summary = train(_config(colours, tmp_path, backbone="test_vit", img_size=48, epochs=1))
+    assert summary["status"] == "finished" and summary["input"]["img_size"] == 48
+    predictor = Predictor.from_run(summary["run_dir"])
+    assert predictor.predict_paths([next((colours / "red").iterdir())])[0]["label"] in ("red", "green", "blue")
+
+
+def test_failed_run_summary_keeps_every_contract_field(tmp_path):
+    with pytest.raises(Exception, match="no folder or zip"):
+        train(_config(tmp_path / "missing", tmp_path))
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) >= SUMMARY_KEYS and summary["status"] == "failed" and summary["num_train"] is None
+
+
+def test_no_training_images_is_a_clear_error(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "data" / "train" / name).mkdir(parents=True)
+        write_image(tmp_path / "data" / "val" / name / "1.png")
+    with pytest.raises(Exception, match="No usable picture is left for training"):
+        train(_config(tmp_path / "data", tmp_path))

@@ -273,7 +273,9 @@ def available_sources(name: str, probe_hub: bool = True) -> dict[str, bool]:
     }
 
 
-def create_backbone(name: str, num_classes: int, weights: str = "auto", seed: int = 0) -> Backbone:
+def create_backbone(
+    name: str, num_classes: int, weights: str = "auto", seed: int = 0, img_size: int | None = None
+) -> Backbone:
     """A timm model with a fresh `num_classes` head and the requested weights in its body."""
     if not _known_to_timm(name):
         raise WeightsUnavailableError(
@@ -281,22 +283,22 @@ def create_backbone(name: str, num_classes: int, weights: str = "auto", seed: in
             "or any name listed by timm.list_models()."
         )
     if weights not in WEIGHT_CHOICES:
-        return _from_file(name, num_classes, Path(weights).expanduser())
+        return _from_file(name, num_classes, Path(weights).expanduser(), img_size)
     if weights == "none":
         torch.manual_seed(seed)
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        model = build_model(img_size, name, pretrained=False, num_classes=num_classes)
         return _wrap(model, name, "none", f"none:seed{seed}")
     if weights in ("auto", "hub"):
         cached = hub_cached_file(name)
         if cached is not None:
-            model = timm.create_model(
-                name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(cached)}
+            model = build_model(
+                img_size, name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(cached)}
             )
             return _wrap(model, name, "hub-cache", f"hub:{hub_id(name)}")
         hub_error = _hub_unavailable_reason(name)
         if hub_error is None:
             try:
-                model = timm.create_model(name, pretrained=True, num_classes=num_classes)
+                model = build_model(img_size, name, pretrained=True, num_classes=num_classes)
                 return _wrap(model, name, "hub", f"hub:{hub_id(name)}")
             except Exception as exc:  # noqa: BLE001 - network and hub errors come in many kinds
                 hub_error = f"the download failed ({type(exc).__name__}: {exc})"
@@ -312,7 +314,7 @@ def create_backbone(name: str, num_classes: int, weights: str = "auto", seed: in
             f"No pretrained weights for '{name}' can be had on this machine: the hub is not reachable and it is not "
             f"in the local cache, and no offline package ships it. {_choices_sentence(name)}"
         )
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    model = build_model(img_size, name, pretrained=False, num_classes=num_classes)
     load_by_key_order(model, torch.load(offline, map_location="cpu", weights_only=True), skip_head=True)
     return _wrap(model, name, "offline", f"offline:{offline.name}")
 
@@ -341,7 +343,7 @@ def load_by_key_order(model: nn.Module, state_dict: dict[str, torch.Tensor], ski
     model.load_state_dict(mapped, strict=False)
 
 
-def _from_file(name: str, num_classes: int, path: Path) -> Backbone:
+def _from_file(name: str, num_classes: int, path: Path, img_size: int | None) -> Backbone:
     if not path.exists():
         raise WeightsUnavailableError(
             f"There is no weights file at '{path}'. Give the path of a .safetensors, .pth or .bin file, "
@@ -354,12 +356,12 @@ def _from_file(name: str, num_classes: int, path: Path) -> Backbone:
     stat = path.stat()
     weights_id = "file:" + hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     try:
-        model = timm.create_model(
-            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(path)}
+        model = build_model(
+            img_size, name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(path)}
         )
     except RuntimeError as exc:
         # Same tensors under other names (a checkpoint from another library): match them by position.
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        model = build_model(img_size, name, pretrained=False, num_classes=num_classes)
         try:
             state = _read_state_dict(path)
             load_by_key_order(model, state, skip_head=len(state) != len(model.state_dict()))
@@ -368,6 +370,17 @@ def _from_file(name: str, num_classes: int, path: Path) -> Backbone:
     except Exception as exc:  # noqa: BLE001 - unreadable files fail in format-specific ways
         raise WeightsUnavailableError(f"Cannot read weights from '{path}': {exc}") from exc
     return _wrap(model, name, str(path), weights_id)
+
+
+def build_model(img_size: int | None, name: str, **kwargs) -> nn.Module:
+    """timm.create_model, at `img_size` for models built for one input size (vision transformers: their position
+    embeddings are resized, pretrained ones resampled). Convolutional networks take any size and get no such argument."""
+    if img_size:
+        try:
+            return timm.create_model(name, img_size=img_size, **kwargs)
+        except TypeError:  # "unexpected keyword argument 'img_size'": a model that needs no fixed size
+            pass
+    return timm.create_model(name, **kwargs)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 
 from tl_core import settings
 from tl_core.data import DatasetManifest
-from tl_core.images import UnusableImage, load_square
+from tl_core.images import UnusableImage, load_square, map_with_progress
 
 IN_MEMORY_LIMIT_BYTES = int(os.environ.get("HEADSTART_IN_MEMORY_LIMIT", 6 * 1024**3))
 _loaded: OrderedDict[str, np.ndarray] = OrderedDict()  # the few most recent arrays, shared by runs in one process
@@ -75,14 +74,7 @@ def _decode_into(array: np.ndarray, files: list[str], size: int, on_progress: Pr
         except UnusableImage:
             array[row] = 127  # the file changed since it was checked: a grey square, rather than losing the run
 
-    # Pillow decodes without the GIL; two threads a core keep both cores busy without thrashing.
-    pool = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) * 2)))
-    try:
-        for done, _ in enumerate(pool.map(decode, range(len(files))), start=1):
-            if on_progress and (done % 16 == 0 or done == len(files)):
-                on_progress(done, len(files))  # may raise StopRequested: then the queued decodes are dropped
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    map_with_progress(decode, range(len(files)), on_progress)
 
 
 def feature_key(manifest: DatasetManifest, backbone: str, weights_id: str, img_size: int) -> str:

@@ -16,7 +16,6 @@ import stat
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from tl_core import settings
 from tl_core.errors import DataError
-from tl_core.images import UnusableImage, open_rgb
+from tl_core.images import UnusableImage, map_with_progress, open_rgb
 
 IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", ".DS_Store", ".ipynb_checkpoints", "__pycache__"}
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -111,7 +110,7 @@ def scan_dataset(
         source, skipped = extract_zip(source, settings.cache_dir() / "unzipped")
     root = _unwrap(source)
     split_dirs = {SPLIT_FOLDERS[p.name.lower()]: p for p in _visible_dirs(root) if p.name.lower() in SPLIT_FOLDERS}
-    user_split = "train" in split_dirs and "val" in split_dirs
+    user_split = "train" in split_dirs and len(split_dirs) > 1  # train/ with val/ and/or test/
     if user_split:
         class_dirs_by_split = {split: _visible_dirs(folder) for split, folder in split_dirs.items()}
     else:
@@ -144,6 +143,9 @@ def scan_dataset(
     samples, class_names = _drop_empty_classes(samples, class_names, warnings)
     if not user_split:
         assign_split(samples, val_fraction, test_fraction, seed)
+    elif "val" not in split_dirs:  # train/ and test/ only: validation comes out of train/, test/ stays as given
+        assign_split([s for s in samples if s.split == "train"], val_fraction, 0.0, seed)
+        warnings.append(f"No val/ folder: {val_fraction:.0%} of each class in train/ is kept aside for validation.")
     _warn_about_counts(samples, class_names, warnings)
     _warn_duplicates_across_splits(samples, warnings)
     return DatasetManifest(str(root), class_names, samples, skipped, warnings, user_split)
@@ -233,13 +235,7 @@ def _check_files(paths: list[Path], on_progress: Callable[[int, int], None] | No
             return digest, str(exc)
         return digest, None
 
-    results: list[tuple[str, str | None]] = []
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        for i, result in enumerate(pool.map(check, paths), start=1):
-            results.append(result)
-            if on_progress and (i % 25 == 0 or i == len(paths)):
-                on_progress(i, len(paths))
-    return results
+    return map_with_progress(check, paths, on_progress, every=25)
 
 
 def _drop_exact_duplicates(
@@ -303,6 +299,13 @@ def _warn_about_counts(samples: list[Sample], class_names: list[str], warnings: 
         warnings.append(
             f"Strong imbalance: '{big}' has {largest} images but '{small}' only {smallest}. Turn on class-balanced "
             "loss, or add images to the small classes."
+        )
+    no_train = [
+        name for i, name in enumerate(class_names) if not any(s.label == i and s.split == "train" for s in samples)
+    ]
+    if no_train:
+        warnings.append(
+            f"No training image for: {', '.join(no_train)}; the model cannot learn it. Add pictures to train/."
         )
     if any(s.split == "val" for s in samples):
         no_val = [

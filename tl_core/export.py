@@ -6,16 +6,26 @@ requirements.txt, summary.json and a model card (README.md).
 
 from __future__ import annotations
 
+import inspect
 import json
 import zipfile
 from pathlib import Path
 
 import timm
 
+from tl_core.backbones import build_model
 from tl_core.errors import RunNotFoundError
+from tl_core.images import _high_depth_to_uint8, _to_rgb, square_crop
 from tl_core.runs import load_run, read_json
 
-PREDICT_SCRIPT = '''"""Label images with this exported Headstart model: python predict.py IMAGE [IMAGE ...]"""
+_SCRIPT_HEAD = '''"""Label images with this exported Headstart model: python predict.py IMAGE [IMAGE ...]
+
+Prints one JSON line per image. The image decoding and model building below are Headstart's own code, copied in,
+so the pictures reach the model exactly as in training.
+"""
+
+from __future__ import annotations
+
 import json
 import sys
 from pathlib import Path
@@ -25,48 +35,60 @@ import timm
 import torch
 from PIL import Image, ImageOps
 from safetensors.torch import load_file
+from torch import nn
 
 HERE = Path(__file__).parent
 PRE = json.loads((HERE / "preprocessing.json").read_text())
 LABELS = json.loads((HERE / "labels.json").read_text())
+Image.MAX_IMAGE_PIXELS = None
+'''
 
+_SCRIPT_MAIN = """
 
 def load_model():
-    model = timm.create_model(PRE["backbone"], pretrained=False, num_classes=len(LABELS))
+    model = build_model(PRE["img_size"], PRE["backbone"], pretrained=False, num_classes=len(LABELS))
     model.load_state_dict(load_file(str(HERE / "model.safetensors")))
     return model.eval()
 
 
-def preprocess(path):
-    img = ImageOps.exif_transpose(Image.open(path))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-    img = img.convert("RGB")
-    size, crop = PRE["resize_to"], PRE["img_size"]
-    scale = size / min(img.size)
-    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-    img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (w - crop) // 2, (h - crop) // 2
-    img = img.crop((left, top, left + crop, top + crop))
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)
+def preprocess(path) -> torch.Tensor:
+    img = Image.open(path)
+    if img.format == "JPEG":
+        img.draft("RGB", (PRE["resize_to"], PRE["resize_to"]))
+    img = _to_rgb(ImageOps.exif_transpose(img))
+    square = square_crop(img, PRE["resize_to"])
+    offset = (PRE["resize_to"] - PRE["img_size"]) // 2
+    crop = square[offset : offset + PRE["img_size"], offset : offset + PRE["img_size"]]
+    x = torch.from_numpy(crop.astype(np.float32)).permute(2, 0, 1)
     mean = torch.tensor(PRE["mean"]).view(3, 1, 1) * 255
     std = torch.tensor(PRE["std"]).view(3, 1, 1) * 255
     return (x - mean) / std
 
 
-def main(paths):
+def main(paths) -> int:
     model = load_model()
     for path in paths:
+        try:
+            x = preprocess(path)
+        except Exception as exc:  # one unreadable file must not stop the others
+            print(json.dumps({"path": path, "error": f"cannot read this image ({exc})"}))
+            continue
         with torch.no_grad():
-            probs = model(preprocess(path)[None]).softmax(1)[0]
-        conf, idx = probs.max(0)
-        print(json.dumps({"path": path, "label": LABELS[idx], "confidence": round(float(conf), 6)}))
+            probs = model(x[None]).softmax(1)[0]
+        confidence, index = probs.max(0)
+        print(json.dumps({"path": path, "label": LABELS[index], "confidence": round(float(confidence), 6)}))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
-'''
+    raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def predict_script() -> str:
+    """The bundle's standalone predict.py, built from the functions Headstart itself uses to decode and build."""
+    shared = (_to_rgb, _high_depth_to_uint8, square_crop, build_model)
+    return _SCRIPT_HEAD + "".join("\n\n" + inspect.getsource(fn) for fn in shared) + _SCRIPT_MAIN
 
 
 def export_bundle(run_dir: str | Path, out: Path) -> Path:
@@ -98,7 +120,7 @@ def export_bundle(run_dir: str | Path, out: Path) -> Path:
         zf.writestr("labels.json", json.dumps(run.class_names, indent=2))
         zf.writestr("preprocessing.json", json.dumps(preprocessing, indent=2))
         zf.writestr("summary.json", json.dumps(run.summary, indent=2, default=str))
-        zf.writestr("predict.py", PREDICT_SCRIPT)
+        zf.writestr("predict.py", predict_script())
         zf.writestr("requirements.txt", f"torch\ntimm>={timm.__version__}\npillow\nsafetensors\n")
         zf.writestr("README.md", model_card(run.config, run.summary, run.class_names, run.run_dir))
     tmp.replace(out)

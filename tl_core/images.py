@@ -6,8 +6,12 @@ the model sees the same pixels in training and in use.
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,6 +21,9 @@ from tl_core.errors import HeadstartError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16  # pixels; smaller pictures carry too little for any backbone
 MAX_PIXELS = 64_000_000  # beyond this a file could exhaust memory when decoded (a "decompression bomb")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # Pillow warns above its own limit; ours is lower and checked before decoding, so its warning adds nothing.
 Image.MAX_IMAGE_PIXELS = None
@@ -81,7 +88,9 @@ def _high_depth_to_uint8(values: np.ndarray) -> np.ndarray:
     elif not is_float and low >= 0 and high <= 255:
         scaled = values
     elif not is_float and low >= 0 and high <= 65535:
-        scaled = values / 257.0
+        # 10-, 12- and 14-bit data stored in 16-bit files (microscopes, X-ray detectors) keep their full range.
+        depth = next(bits for bits in (10, 12, 14, 16) if high < 2**bits)
+        scaled = values * (255.0 / (2**depth - 1))
     else:
         scaled = (values - low) / max(high - low, 1e-12) * 255.0
     return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
@@ -100,3 +109,20 @@ def square_crop(img: Image.Image, size: int) -> np.ndarray:
 def load_square(path: str | Path, size: int) -> np.ndarray:
     """The cached form of an image: upright RGB, shorter side `size`, centre square (size x size x 3 uint8)."""
     return square_crop(open_rgb(path, draft_size=size), size)
+
+
+def map_with_progress(fn: Callable[[T], R], items: Sequence[T], on_progress=None, every: int = 16) -> list[R]:
+    """fn over items on a few threads (Pillow decodes without the GIL), in order, reporting progress.
+
+    If on_progress raises (a stop request), the work still queued is dropped rather than waited for.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) * 2)))
+    results: list[R] = []
+    try:
+        for done, result in enumerate(pool.map(fn, items), start=1):
+            results.append(result)
+            if on_progress and (done % every == 0 or done == len(items)):
+                on_progress(done, len(items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results

@@ -44,10 +44,13 @@ def evaluate_run(run_dir: str | Path) -> Evaluation:
     y_pred = np.array([index[r["predicted"]] for r in rows], dtype=int)
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    # A class with no validation picture has no recall and no F1: shown empty, and left out of the macro average.
     per_class = [
-        {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        {"class": name, "precision": float(p) if s else None, "recall": float(r) if s else None,
+         "f1": float(f) if s else None, "support": int(s)}
         for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
-    ]
+    ]  # fmt: skip
+    present = support > 0
     mistakes = sorted((r for r in rows if r["true"] != r["predicted"]), key=lambda r: -r["confidence"])
     return Evaluation(
         class_names=class_names,
@@ -56,5 +59,5 @@ def evaluate_run(run_dir: str | Path) -> Evaluation:
         per_class=per_class,
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
         mistakes=mistakes,
-        macro_f1=float(np.mean(f1)) if len(f1) else 0.0,
+        macro_f1=float(np.mean(f1[present])) if present.any() else 0.0,
     )

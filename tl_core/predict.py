@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from PIL import Image
 from torch import nn
 
+from tl_core.backbones import build_model
 from tl_core.errors import RunNotFoundError
 from tl_core.images import UnusableImage, open_rgb, square_crop
 from tl_core.preprocess import InputSpec, to_model_input
@@ -37,7 +37,9 @@ class Predictor:
             raise RunNotFoundError(f"'{run_dir}' has no trained weights (model.safetensors): that run saved none.")
         from safetensors.torch import load_file
 
-        model = timm.create_model(config["backbone"], pretrained=False, num_classes=len(class_names))
+        model = build_model(
+            config["input"]["img_size"], config["backbone"], pretrained=False, num_classes=len(class_names)
+        )
         model.load_state_dict(load_file(str(weights)))
         model.eval().requires_grad_(False).to(device)  # inference only; Grad-CAM differentiates the input
         spec = InputSpec(

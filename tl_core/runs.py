@@ -32,6 +32,11 @@ except ImportError:  # Windows: fall back to the process id
     fcntl = None
 
 FINISHED_STATES = ("finished", "stopped", "failed", "interrupted")
+# Summary fields known once the data and the model are ready; None in the summary of a run that failed before.
+START_FIELDS = (
+    "backbone", "weights", "device", "num_classes", "class_names", "num_train", "num_val", "frozen_blocks",
+    "total_blocks", "trainable_params", "total_params",
+)  # fmt: skip
 
 
 @dataclass
@@ -182,22 +187,7 @@ def mark_interrupted(run_dir: Path, config: dict) -> dict:
     start = next((e for e in read_metrics(run_dir) if e.get("event") == "start"), {})
     best = max((e["val_accuracy"] for e in epochs if e.get("val_accuracy") is not None), default=None)
     summary = {
-        **{
-            k: start.get(k)
-            for k in (
-                "backbone",
-                "weights",
-                "device",
-                "num_classes",
-                "class_names",
-                "num_train",
-                "num_val",
-                "frozen_blocks",
-                "total_blocks",
-                "trainable_params",
-                "total_params",
-            )
-        },
+        **{k: start.get(k) for k in START_FIELDS},
         "run_dir": str(run_dir),
         "status": "interrupted",
         "epochs_run": len(epochs),

@@ -27,7 +27,7 @@ from tl_core.devices import describe_device, pick_device
 from tl_core.errors import DataError, user_message
 from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
 from tl_core.preprocess import InputSpec, to_model_input
-from tl_core.runs import RunWriter
+from tl_core.runs import START_FIELDS, RunWriter
 
 EventSink = Callable[[dict], None]
 
@@ -95,7 +95,7 @@ def train(
     should_stop = should_stop or (lambda: False)
     writer = RunWriter(config.runs_dir, config.backbone)
     started = time.monotonic()
-    state: dict = {"run_dir": str(writer.run_dir), "backbone": config.backbone}
+    state: dict = {"run_dir": str(writer.run_dir), **dict.fromkeys(START_FIELDS), "backbone": config.backbone}
 
     def emit(event: dict) -> None:
         event = {"event": event.pop("event"), "time": round(time.time(), 3), **event}
@@ -151,6 +151,8 @@ def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
     writer.write_json("split.json", manifest.split_table())
     writer.write_json("labels.json", manifest.class_names)
     train_set, val_set, test_set = manifest.split("train"), manifest.split("val"), manifest.split("test")
+    if not train_set:
+        raise DataError("No usable picture is left for training. Add images to the class folders (or to train/).")
     if not val_set:
         raise DataError(
             "No picture is left for validation, so accuracy cannot be measured. Add images (at least 2 per class) "
@@ -158,7 +160,7 @@ def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
         )
     num_classes = len(manifest.class_names)
 
-    backbone = create_backbone(config.backbone, num_classes, config.weights, config.seed)
+    backbone = create_backbone(config.backbone, num_classes, config.weights, config.seed, config.img_size)
     model = backbone.model
     plan = apply_freeze(model, config.freeze)
     spec = InputSpec.from_data_config(backbone.data_config, config.img_size)
@@ -302,7 +304,7 @@ def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink,
             )
         return loss_sum / num_train, correct / num_train
 
-    best = {"accuracy": -1.0, "loss": math.inf, "epoch": 0, "predictions": []}
+    best = {"accuracy": -1.0, "loss": math.inf, "epoch": 0}
     history: list[dict] = []
     stale_epochs, best_loss_seen = 0, math.inf
     status, message = "finished", ""
@@ -342,8 +344,9 @@ def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink,
             state["epochs_run"] = epoch
             improved = (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"])
             if improved:
-                best.update(accuracy=val["accuracy"], loss=val["loss"], epoch=epoch, predictions=val["predictions"])
+                best.update(accuracy=val["accuracy"], loss=val["loss"], epoch=epoch)
                 writer.save_weights(model)
+                _write_predictions(writer, setup.manifest, val["predictions"])
             emit({"event": "epoch", **record, "best": improved})
             if val["loss"] < best_loss_seen - 1e-4:
                 best_loss_seen, stale_epochs = val["loss"], 0
@@ -359,8 +362,6 @@ def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink,
         status = "stopped"
         message = f"Stopped on request after {len(history)} complete epoch(s); the best weights so far are kept."
 
-    val_samples, names = setup.manifest.split("val"), setup.manifest.class_names
-    writer.write_predictions([(val_samples[i].path, names[t], names[p], c) for i, t, p, c in best["predictions"]])
     summary = {
         **state,
         "status": status,
@@ -384,6 +385,12 @@ def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink,
         f"Trained {len(history)} epoch(s); best validation accuracy {best['accuracy']:.1%} at epoch {best['epoch']}."
     )
     return summary
+
+
+def _write_predictions(writer: RunWriter, manifest: DatasetManifest, predictions: list) -> None:
+    """predictions.csv of the best weights, rewritten with them, so an interrupted run keeps a matching pair."""
+    val_samples, names = manifest.split("val"), manifest.class_names
+    writer.write_predictions([(val_samples[i].path, names[t], names[p], c) for i, t, p, c in predictions])
 
 
 def _evaluate(batch_logits, rows, labels, autocast, trained_module, model, device) -> dict:
