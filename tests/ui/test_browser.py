@@ -104,6 +104,7 @@ def _shot(page, name: str) -> None:
     """Screenshot of the page once every chart on it is drawn."""
     page.wait_for_function(CHARTS_DRAWN_JS, timeout=20_000)
     page.wait_for_timeout(800)  # the bars and lines inside them
+    page.wait_for_function(CHARTS_DRAWN_JS, timeout=20_000)  # a live chart may have been redrawn meanwhile
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
