@@ -194,10 +194,6 @@ class Backbone:
     data_config: dict  # input_size, mean, std, interpolation, crop_pct
 
 
-def spec_for(name: str) -> BackboneSpec | None:
-    return CATALOGUE.get(name)
-
-
 def label_for(name: str) -> str:
     spec = CATALOGUE.get(name)
     return spec.label if spec else name

@@ -48,10 +48,6 @@ def decoded_images(manifest: DatasetManifest, size: int, on_progress: Progress =
     return _load(path)
 
 
-def is_decoded(manifest: DatasetManifest, size: int) -> bool:
-    return (settings.cache_dir() / "decoded" / f"{manifest.fingerprint()}-{size}.npy").exists()
-
-
 def _build_decoded(manifest: DatasetManifest, size: int, path: Path, on_progress: Progress) -> None:
     path_of = {s.digest: s.path for s in manifest.samples}
     files = [path_of[d] for d in digests_in_order(manifest)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import stat
 import zipfile
@@ -208,10 +207,6 @@ def extract_zip(archive: Path, into: Path) -> tuple[Path, list[Problem]]:
     dest.mkdir(parents=True, exist_ok=True)
     done_marker.touch()
     return dest, skipped
-
-
-def load_split_table(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
 
 
 def _check_files(paths: list[Path], on_progress: Callable[[int, int], None] | None) -> list[tuple[str, str | None]]:

@@ -31,7 +31,6 @@ try:
 except ImportError:  # Windows: fall back to the process id
     fcntl = None
 
-FINISHED_STATES = ("finished", "stopped", "failed", "interrupted")
 # Summary fields known once the data and the model are ready; None in the summary of a run that failed before.
 START_FIELDS = (
     "backbone", "weights", "device", "num_classes", "class_names", "num_train", "num_val", "frozen_blocks",
