@@ -4,6 +4,8 @@
     python benchmarks/bench_train.py full     # full fine-tuning: training images/s
     python benchmarks/bench_train.py quick    # the UI's "quick model": 500 images, 224 px, first run, cold caches
     python benchmarks/bench_train.py memory   # 5,000 images at 224 px: peak resident memory (quick model + 1 epoch full)
+    python benchmarks/bench_train.py ceiling  # full fine-tuning against the model's own forward+backward throughput on
+                                              # one batch already on the device (the GPU target; runs on CPU too)
 
 The live page's cost is measured for real, with Chromium and `streamlit run`, by benchmarks/bench_ui_browser.py.
 
@@ -21,6 +23,7 @@ import resource
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_core.backbones import create_backbone  # noqa: E402
+from tl_core.devices import pick_device  # noqa: E402
+from tl_core.runs import read_metrics  # noqa: E402
 
 
 def make_photos(dest: Path, per_class: int, seed: int = 0) -> Path:
@@ -111,9 +116,61 @@ def headstart(data: Path, epochs: int, batch_size: int, img_size: int, freeze: s
     return {
         "seconds": round(seconds, 2),
         "images_per_second": summary["train_images_per_second"],
+        "run_dir": summary["run_dir"],
         "best_val_accuracy": summary["best_val_accuracy"],
         "feature_cache": summary["feature_cache"],
     }
+
+
+def model_only(batch_size: int, img_size: int, device: torch.device, steps: int = 30) -> dict:
+    """The ceiling: forward + backward + AdamW of the same model, at Headstart's precision and memory layout, on one
+    batch that already sits on the device: no decoding, no copies, no augmentation."""
+    cuda = device.type == "cuda"
+    model = create_backbone("tf_efficientnet_lite0", num_classes=2, weights="offline").model.to(device)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch_size,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    model.train()
+
+    def step() -> None:
+        with autocast:
+            logits = model(x)
+        loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):  # warm-up: allocator, cuDNN autotuning
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"steps": steps, "images_per_second": round(steps * batch_size / seconds, 2)}
+
+
+def steady_training_rate(run_dir: str) -> float:
+    """Training images/s from the first to the last step of each epoch, out of the run's own step events: wall time,
+    so whatever happens between steps (batching, augmentation, logging) counts; validation and start-up do not."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    num_train = json.loads((Path(run_dir) / "summary.json").read_text())["num_train"]
+    steps = [e for e in read_metrics(run_dir) if e["event"] == "step"]
+    images, seconds = 0, 0.0
+    for epoch in sorted({e["epoch"] for e in steps}):
+        times = [e["time"] for e in steps if e["epoch"] == epoch]
+        if len(times) > 2:
+            images += num_train - min(config["batch_size"], num_train)  # every step's images but the first's
+            seconds += times[-1] - times[0]
+    return round(images / seconds, 2)
 
 
 def peak_rss_gib() -> float:
@@ -122,7 +179,7 @@ def peak_rss_gib() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["frozen", "full", "quick", "memory"])
+    parser.add_argument("what", choices=["frozen", "full", "quick", "memory", "ceiling"])
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "headstart-bench"))
     parser.add_argument("--cache-dir", default=None, help="default: a fresh empty folder (cold caches)")
     args = parser.parse_args()
@@ -163,6 +220,25 @@ def main() -> None:
         result.update(images=5000, quick=quick, peak_rss_gib_after_quick=peak_rss_gib())
         full = headstart(data, 1, 32, 224, "none", "on", runs_dir=runs, val_split=0.9)
         result.update(full_one_epoch_500_train=full, peak_rss_gib=peak_rss_gib())
+    elif args.what == "ceiling":
+        device = pick_device("auto")
+        cuda = device.type == "cuda"
+        # Enough images and a big enough batch for the device to be the limit: a GPU takes far more than two CPU cores.
+        per_class, batch_size, img_size, epochs = (1000, 128, 224, 3) if cuda else (100, 32, 160, 2)
+        data = make_photos(work / f"photos-{per_class}", per_class)
+        ours = headstart(data, epochs, batch_size, img_size, "none", "on", runs_dir=runs, device=str(device))
+        ours["steady_images_per_second"] = steady_training_rate(ours["run_dir"])
+        ceiling = model_only(batch_size, img_size, device)
+        result.update(
+            device=torch.cuda.get_device_name(device) if cuda else "cpu",
+            images=2 * per_class,
+            img_size=img_size,
+            batch_size=batch_size,
+            headstart=ours,
+            model_only=ceiling,
+            share_of_ceiling=round(ours["steady_images_per_second"] / ceiling["images_per_second"], 3),
+            target=0.8,
+        )
     print(json.dumps(result))
 
 

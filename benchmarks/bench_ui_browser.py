@@ -1,10 +1,11 @@
 """The live page's cost, measured for real: the same training started from the Train page in Chromium (the page open
-and polling every second, Streamlit serving it from the training process) and from the command line.
+and redrawing, Streamlit serving it from the training process) and from the command line.
 
     python benchmarks/bench_ui_browser.py [--pairs 3]
 
 Needs /usr/bin/chromium. Each pair runs the UI training first, reads its config.json, and runs exactly that config
-with the CLI's `train` in a separate process; images/s are the runs' own `train_images_per_second`. Prints one JSON line.
+with the CLI's `train` in a separate process; images/s are the runs' own `train_images_per_second`. Prints one JSON line,
+with `browser_cores_busy`: Chromium's CPU seconds per second of the UI run (what the page takes from training here).
 """
 
 from __future__ import annotations
@@ -67,8 +68,26 @@ def start_server(base: Path) -> tuple[subprocess.Popen, str, dict]:
     raise RuntimeError("streamlit did not start")
 
 
-def train_from_page(page, url: str, images: Path, runs: Path, epochs: int, leave: bool = False) -> Path:
-    """Upload the folder, fine-tune the top blocks at 96 px, keep the page open until it ends."""
+def chromium_cpu_seconds() -> float:
+    """User + system CPU time of every Chromium process on this machine so far (Linux /proc)."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if "chromium" not in Path(f"/proc/{pid}/comm").read_text():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def train_from_page(
+    page, url: str, images: Path, runs: Path, epochs: int, leave: bool = False
+) -> tuple[Path, float, float]:
+    """Upload the folder, fine-tune the top blocks at 96 px, keep the page open until it ends.
+
+    Returns the run folder, and the browser's CPU seconds and the wall seconds from Start to the end."""
     before = set(runs.glob("*")) if runs.exists() else set()
     page.goto(url)
     page.get_by_text("Recent runs").wait_for(timeout=60_000)
@@ -91,6 +110,7 @@ def train_from_page(page, url: str, images: Path, runs: Path, epochs: int, leave
     epochs_box.press("Enter")
     page.wait_for_timeout(800)
     page.get_by_role("button", name="Start training").click()
+    browser_cpu, started = chromium_cpu_seconds(), time.monotonic()
     if leave:  # diagnosis: the job trains on in the server with no page watching it
         page.wait_for_timeout(1500)
         page.goto("about:blank")
@@ -98,7 +118,7 @@ def train_from_page(page, url: str, images: Path, runs: Path, epochs: int, leave
     while time.monotonic() < deadline:  # the page stays open and polling while the run trains
         new = [r for r in set(runs.glob("*")) - before if (r / "summary.json").exists()]
         if new:
-            return new[0]
+            return new[0], chromium_cpu_seconds() - browser_cpu, time.monotonic() - started
         page.wait_for_timeout(500)
     raise RuntimeError("the training started from the page did not finish")
 
@@ -157,13 +177,16 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="headstart-ui-bench-"))
     images = build_sample("digits", base / "src", per_class=30)
     server, url, env = start_server(base)
-    ui_rates, cli_rates = [], []
+    ui_rates, cli_rates, browser_load = [], [], []
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=LAUNCH_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
             for _ in range(args.pairs):
-                run = train_from_page(page, url, images, base / "runs-ui", args.epochs, leave=args.leave_page)
+                run, browser_cpu, wall = train_from_page(
+                    page, url, images, base / "runs-ui", args.epochs, leave=args.leave_page
+                )
+                browser_load.append(round(browser_cpu / wall, 3))
                 summary = json.loads((run / "summary.json").read_text())
                 config = json.loads((run / "config.json").read_text())
                 ui_rates.append(summary["train_images_per_second"])
@@ -182,8 +205,13 @@ def main() -> None:
                 "ui_images_per_second": ui_rates,
                 "cli_images_per_second": cli_rates,
                 "ui_slowdown_percent_of_medians": round(100 * (1 - ui_median / cli_median), 1),
+                "ui_slowdown_percent_per_pair": [
+                    round(100 * (1 - u / c), 1) for u, c in zip(ui_rates, cli_rates, strict=True)
+                ],
                 "page_left_open": not args.leave_page,
-                "refresh_seconds": float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "1.0")),
+                "browser_cores_busy": browser_load,
+                "progress_refresh_seconds": float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "1.0")),
+                "curves_refresh_seconds": float(os.environ.get("HEADSTART_CURVES_REFRESH_S", "10.0")),
             }
         )
     )

@@ -43,9 +43,11 @@ PAGES = {
     "export": "pages/export.py",
 }
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-# How often the Train page redraws a running job. Each redraw costs the training process a little (the figures are
-# built in it) and the browser more (plotly redraws): on a 2-core machine with the browser on it, 2-3 s halves that.
+# How often the Train page redraws a running job: the progress line, and the curves (plotly charts, the browser's
+# dearest redraw). Every redraw takes CPU from training when the browser runs on the same machine; docs/BENCHMARKS.md
+# has the measurements behind these defaults.
 LIVE_REFRESH_S = float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "1.0"))
+CURVES_REFRESH_S = float(os.environ.get("HEADSTART_CURVES_REFRESH_S", "10.0"))
 
 # Session state shared across pages (plain keys, not widget keys, so they survive page switches).
 DATASET = "hs_dataset"  # {"path": str, "origin": str}

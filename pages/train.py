@@ -48,9 +48,13 @@ def strategy_for(depth: int, total: int) -> str | None:
 # While a job runs (or just ended), its progress comes first and the settings for the next one below it.
 live_first = ui.job_to_show() is not None
 if live_first:
-    live_col, setup = st.container(), st.container()
+    live_col, setup = st.container(key="train_live"), st.container()
 else:
-    setup, live_col = st.container(), st.container()
+    setup, live_col = st.container(), st.container(key="train_live")
+# The live view redraws every second; a CSS transition on each redraw (the progress bar glides for 0.5 s, stale
+# elements fade) makes the browser repaint at 60 frames/s in between, and on a CPU-only machine that time comes out of
+# training. The updates stay; the gliding goes (docs/BENCHMARKS.md, "The live page's cost").
+st.html("<style>.st-key-train_live * { transition: none !important; animation: none !important; }</style>")
 with setup:
     if dataset is None:
         ui.needs("No data set yet: training needs pictures sorted into one folder per class.", "data", "Go to 1. Data")
@@ -320,7 +324,7 @@ STAGES = {
 }
 
 
-def show_job(snap) -> None:
+def show_progress(snap) -> None:
     cfg = snap.config
     what = f"{label_for(cfg['backbone'])}, {cfg['epochs']} epochs, freeze {cfg['freeze']}"
     st.markdown(f"**{snap.id}** · {what} · on {snap.device} · **{snap.state}**")
@@ -340,6 +344,8 @@ def show_job(snap) -> None:
         ui.job_manager().get(snap.id).stop()
         st.toast("Stopping at the next step; the best weights so far are kept.")
 
+
+def show_curves(snap) -> None:
     used_cache = (snap.summary or {}).get("feature_cache", snap.start_info.get("feature_cache"))
     if used_cache:
         st.info(
@@ -374,7 +380,14 @@ def show_job(snap) -> None:
     k1.plotly_chart(loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
     k2.plotly_chart(accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
     k3.plotly_chart(lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
+    if snap.active:
+        st.caption(
+            f"Curves as of step {snap.step:,} of {snap.total_steps or 0:,}. They redraw every {ui.CURVES_REFRESH_S:g} s "
+            "and the progress bar every second, so that drawing them leaves the processor to training."
+        )
 
+
+def show_outcome(snap) -> None:
     if snap.state == "finished":
         st.success((snap.summary or {}).get("message") or "Training finished.", icon=":material/check_circle:")
     elif snap.state == "stopped":
@@ -399,13 +412,37 @@ def show_job(snap) -> None:
         ui.next_step("see where the model is right and wrong.", "evaluate", "Go to 4. Evaluate")
 
 
+def show_other_jobs(job_id: str) -> None:
+    others = [j.snapshot() for j in ui.job_manager().jobs() if j.id != job_id]
+    if not others:
+        return
+    with st.expander(f"Other jobs on this server ({len(others)})"):
+        st.dataframe(
+            [
+                {
+                    "job": o.id,
+                    "state": o.state,
+                    "backbone": label_for(o.config["backbone"]),
+                    "queue position": o.queue_position if o.state == "queued" else None,
+                    "best validation accuracy": max((h["val_accuracy"] for h in o.history), default=None),
+                }
+                for o in others
+            ],
+            hide_index=True,
+            key="train_other_jobs",
+        )
+
+
 job = ui.job_to_show()
 is_active = job is not None and job.snapshot().active
 st.session_state["train_live_active"] = is_active
 
 
+# Two refresh rates, because every redraw takes CPU from training when the browser shares the machine: the progress
+# line is cheap and moves every second; a changed plotly chart costs the browser about 90 ms to redraw on a 2-core
+# machine, so the curves follow every 10 s. A job that starts or ends reruns the whole page, turning both timers on/off.
 @st.fragment(run_every=ui.LIVE_REFRESH_S if is_active else None)
-def live_view() -> None:
+def live_progress() -> None:
     current = ui.job_to_show()
     if current is None:
         st.info("No training on this server yet. Press Start (or Quick model) above.")
@@ -413,32 +450,28 @@ def live_view() -> None:
     snap = current.snapshot()
     if snap.active != st.session_state.get("train_live_active"):
         st.session_state["train_live_active"] = snap.active
-        st.rerun()  # the whole page: turns the 1-second refresh on or off
-    show_job(snap)
-    others = [j.snapshot() for j in ui.job_manager().jobs() if j.id != snap.id]
-    if others:
-        with st.expander(f"Other jobs on this server ({len(others)})"):
-            st.dataframe(
-                [
-                    {
-                        "job": o.id,
-                        "state": o.state,
-                        "backbone": label_for(o.config["backbone"]),
-                        "queue position": o.queue_position if o.state == "queued" else None,
-                        "best validation accuracy": max((h["val_accuracy"] for h in o.history), default=None),
-                    }
-                    for o in others
-                ],
-                hide_index=True,
-                key="train_other_jobs",
-            )
+        st.rerun()
+    show_progress(snap)
+
+
+@st.fragment(run_every=ui.CURVES_REFRESH_S if is_active else None)
+def live_curves() -> None:
+    current = ui.job_to_show()
+    if current is None:
+        return
+    snap = current.snapshot()
+    show_curves(snap)
+    show_other_jobs(snap.id)
 
 
 with live_col:
     if not live_first:
         st.divider()
     st.subheader("Progress")
-    live_view()
+    live_progress()
+    live_curves()
+    if job is not None and not is_active:
+        show_outcome(job.snapshot())
     if live_first:
         st.divider()
         st.subheader("Next training")

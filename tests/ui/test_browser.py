@@ -56,6 +56,7 @@ def server(tmp_path_factory):
         "HEADSTART_DATA_DIR": str(base / "data"),
         "HEADSTART_SERVER_DATA_ROOT": str(base),
         "HF_HUB_OFFLINE": "1",
+        "HEADSTART_CURVES_REFRESH_S": "1",  # this run takes seconds; the default 10 s would redraw the curves once
     }
     log = open(base / "streamlit.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
