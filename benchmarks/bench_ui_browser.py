@@ -210,7 +210,7 @@ def main() -> None:
                 ],
                 "page_left_open": not args.leave_page,
                 "browser_cores_busy": browser_load,
-                "progress_refresh_seconds": float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "1.0")),
+                "progress_refresh_seconds": float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "2.0")),
                 "curves_refresh_seconds": float(os.environ.get("HEADSTART_CURVES_REFRESH_S", "10.0")),
             }
         )

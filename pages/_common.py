@@ -46,7 +46,7 @@ DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 # How often the Train page redraws a running job: the progress line, and the curves (plotly charts, the browser's
 # dearest redraw). Every redraw takes CPU from training when the browser runs on the same machine; docs/BENCHMARKS.md
 # has the measurements behind these defaults.
-LIVE_REFRESH_S = float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "1.0"))
+LIVE_REFRESH_S = float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "2.0"))
 CURVES_REFRESH_S = float(os.environ.get("HEADSTART_CURVES_REFRESH_S", "10.0"))
 
 # Session state shared across pages (plain keys, not widget keys, so they survive page switches).

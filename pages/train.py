@@ -383,7 +383,7 @@ def show_curves(snap) -> None:
     if snap.active:
         st.caption(
             f"Curves as of step {snap.step:,} of {snap.total_steps or 0:,}. They redraw every {ui.CURVES_REFRESH_S:g} s "
-            "and the progress bar every second, so that drawing them leaves the processor to training."
+            f"and the progress bar every {ui.LIVE_REFRESH_S:g} s, so that drawing leaves the processor to training."
         )
 
 
@@ -438,9 +438,9 @@ is_active = job is not None and job.snapshot().active
 st.session_state["train_live_active"] = is_active
 
 
-# Two refresh rates, because every redraw takes CPU from training when the browser shares the machine: the progress
-# line is cheap and moves every second; a changed plotly chart costs the browser about 90 ms to redraw on a 2-core
-# machine, so the curves follow every 10 s. A job that starts or ends reruns the whole page, turning both timers on/off.
+# Two refresh rates, because every redraw takes CPU from training when the browser shares the machine: a progress
+# update costs the browser ~35 ms (React re-renders the page) and three changed plotly charts ~280 ms, so the progress
+# line moves every 2 s and the curves every 10 s. A job that starts or ends reruns the whole page, turning both on/off.
 @st.fragment(run_every=ui.LIVE_REFRESH_S if is_active else None)
 def live_progress() -> None:
     current = ui.job_to_show()

@@ -56,7 +56,9 @@ def server(tmp_path_factory):
         "HEADSTART_DATA_DIR": str(base / "data"),
         "HEADSTART_SERVER_DATA_ROOT": str(base),
         "HF_HUB_OFFLINE": "1",
-        "HEADSTART_CURVES_REFRESH_S": "1",  # this run takes seconds; the default 10 s would redraw the curves once
+        # This run takes seconds: at the defaults (2 s, 10 s) the curves would be redrawn once or not at all.
+        "HEADSTART_LIVE_REFRESH_S": "1",
+        "HEADSTART_CURVES_REFRESH_S": "1",
     }
     log = open(base / "streamlit.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
@@ -97,6 +99,9 @@ def page(server):
         browser.close()
 
 
+# Transitions in the live view make the browser repaint at 60 frames/s after each update, CPU that training needs.
+LIVE_ANIMATIONS_JS = """() => document.getAnimations()
+  .filter(a => a.effect && a.effect.target && a.effect.target.closest('.st-key-train_live')).length"""
 CHARTS_DRAWN_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]'))
   .every(c => c.querySelector('.js-plotly-plot .main-svg .cartesianlayer'))"""
 
@@ -181,10 +186,12 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     page.get_by_role("button", name="Start training").click()
 
     seen: list[int] = []
+    live_animations = 0
     deadline = time.monotonic() + 240
     screenshot_taken = False
     while time.monotonic() < deadline:
         points = page.evaluate(LOSS_POINTS_JS)
+        live_animations += page.evaluate(LIVE_ANIMATIONS_JS)
         if points > 0 and (not seen or points != seen[-1]):
             seen.append(points)
         if not screenshot_taken and len(seen) >= 2 and page.evaluate(ACCURACY_POINTS_JS) >= 3:
@@ -197,6 +204,7 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
         _shot(page, "3-train-timeout")
         raise AssertionError(f"training did not finish; loss points seen: {seen}")
     assert len(seen) >= 2 and seen == sorted(seen), f"the loss curve did not gain points live: {seen}"
+    assert live_animations == 0, f"{live_animations} CSS animations seen running in the live view"
     if not screenshot_taken:
         _shot(page, "3-train-running")
     _no_exception(page)
