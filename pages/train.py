@@ -51,7 +51,7 @@ if live_first:
     live_col, setup = st.container(key="train_live"), st.container()
 else:
     setup, live_col = st.container(), st.container(key="train_live")
-# The live view redraws every second; a CSS transition on each redraw (the progress bar glides for 0.5 s, stale
+# The live view redraws every few seconds; a CSS transition on each redraw (the progress bar glides for 0.5 s, stale
 # elements fade) makes the browser repaint at 60 frames/s in between, and on a CPU-only machine that time comes out of
 # training. The updates stay; the gliding goes (docs/BENCHMARKS.md, "The live page's cost").
 st.html("<style>.st-key-train_live * { transition: none !important; animation: none !important; }</style>")
