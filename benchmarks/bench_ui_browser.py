@@ -210,8 +210,9 @@ def main() -> None:
                 ],
                 "page_left_open": not args.leave_page,
                 "browser_cores_busy": browser_load,
-                "progress_refresh_seconds": float(os.environ.get("HEADSTART_LIVE_REFRESH_S", "2.0")),
-                "curves_refresh_seconds": float(os.environ.get("HEADSTART_CURVES_REFRESH_S", "10.0")),
+                # The app's defaults live in pages/_common.py; say only whether this run overrode them.
+                "progress_refresh_seconds": os.environ.get("HEADSTART_LIVE_REFRESH_S", "app default"),
+                "curves_refresh_seconds": os.environ.get("HEADSTART_CURVES_REFRESH_S", "app default"),
             }
         )
     )
