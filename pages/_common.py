@@ -6,10 +6,7 @@ Not a page itself (st.navigation in app.py lists the pages); the pages import it
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -296,87 +293,6 @@ def thumbnail(path: str, size: int = 112):
     img = open_rgb(path, draft_size=size)
     img.thumbnail((size, size))
     return img
-
-
-def safe_relative(name: str) -> Path | None:
-    """A browser-given relative name ('folder/cats/1.jpg') made safe to write under a folder; None if nothing is left.
-
-    Drops empty parts, '.', '..', drive letters and anything that could climb out or be absolute.
-    """
-    parts = [p for p in re.split(r"[\\/]+", name) if p not in ("", ".", "..")]
-    parts = [re.sub(r'[\x00-\x1f:*?"<>|]', "_", p) for p in parts]
-    parts = [p for p in parts if p.strip(" .")]
-    return Path(*parts) if parts else None
-
-
-def upload_name(files: list) -> str:
-    """The name of the folder the person picked (the first part of most paths), or 'N files'."""
-    from collections import Counter
-
-    tops = Counter(rel.parts[0] for f in files if (rel := safe_relative(f.name)) is not None and len(rel.parts) > 2)
-    return tops.most_common(1)[0][0] if tops else f"{len(files)} files"
-
-
-def store_folder_upload(files: list) -> Path:
-    """Write an uploaded folder to disk once, under data/uploads/<content hash>/; returns that folder.
-
-    Each UploadedFile's name carries its path inside the folder; sub-folders are the classes.
-    """
-    digest = hashlib.sha1()
-    entries = []
-    for f in sorted(files, key=lambda f: f.name):
-        rel = safe_relative(f.name)
-        if rel is None:
-            continue
-        data = f.getbuffer()  # a view of the upload's bytes, not a copy
-        digest.update(rel.as_posix().encode() + b"\0" + hashlib.sha1(data).digest())
-        entries.append((rel, data))
-    if not entries:
-        raise ValueError("The upload held no files. Pick a folder that contains one sub-folder of images per class.")
-    dest = settings.data_dir().resolve() / "uploads" / digest.hexdigest()[:16]
-    marker = dest / ".headstart-complete"
-    if not marker.exists():
-        for rel, data in entries:
-            target = (dest / rel).resolve()
-            if not target.is_relative_to(dest):
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        marker.touch()
-    return dest
-
-
-def store_file_upload(uploaded, subfolder: str, suffix: str) -> Path:
-    """Write one uploaded file (a zip, a weights file) under data/<subfolder>/<content hash><suffix>, once."""
-    data = uploaded.getvalue()
-    dest = settings.data_dir().resolve() / subfolder / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + f".{os.getpid()}.{time.monotonic_ns()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
-    return dest
-
-
-def resolve_server_path(text: str) -> Path:
-    """A folder or zip path typed by the user, only if it lies inside the configured server data root."""
-    root = settings.server_data_root()
-    if not text.strip():
-        raise ValueError(f"Type the path of a folder under {root}.")
-    path = Path(text.strip()).expanduser()
-    if not path.is_absolute():
-        path = root / path
-    path = path.resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(
-            f"'{path}' is outside the folder this server shares ({root}). Give a path under it, or ask the person "
-            "who runs Headstart to set HEADSTART_SERVER_DATA_ROOT."
-        )
-    if not path.exists():
-        raise ValueError(
-            f"There is nothing at '{path}'. Check the spelling; paths are on the server, not your computer."
-        )
-    return path
 
 
 # ---------------------------------------------------------------- backbones

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pages import _common as ui
-from tl_core import settings
+from tl_core import settings, uploads
 from tl_core.plots import class_counts_figure
 from tl_core.samples import SAMPLES, build_sample
 
@@ -35,8 +35,8 @@ if source == "folder":
     )
     if files:
         with ui.user_errors("The folder could not be saved"), st.spinner("Saving the pictures on the server..."):
-            folder = ui.store_folder_upload(files)
-            name = ui.upload_name(files)
+            folder = uploads.store_folder((f.name, f.getbuffer()) for f in files)
+            name = uploads.folder_name(f.name for f in files)
             ui.set_dataset(folder, f"uploaded folder '{name}'")
             st.session_state["data_upload_generation"] = generation + 1  # frees the upload from memory
             st.rerun()
@@ -45,7 +45,7 @@ elif source == "zip":
     archive = st.file_uploader("Zip file", type=["zip"], key=f"data_zip_upload_{generation}")
     if archive is not None:
         with ui.user_errors("The zip could not be saved"), st.spinner("Saving the zip on the server..."):
-            path = ui.store_file_upload(archive, "uploads", ".zip")
+            path = uploads.store_file(archive.getvalue(), "uploads", ".zip")
             ui.set_dataset(path, f"uploaded zip '{archive.name}'")
             st.session_state["data_upload_generation"] = generation + 1
             st.rerun()
@@ -57,7 +57,7 @@ elif source == "server":
     )
     if st.button("Use this folder", key="data_server_use", type="primary"):
         with ui.user_errors("That path cannot be used"):
-            path = ui.resolve_server_path(typed)
+            path = uploads.resolve_server_path(typed)
             ui.set_dataset(path, f"server folder '{path.name}'")
 else:
     from tl_core.backbones import hub_reachable

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pages import _common as ui
+from tl_core import uploads
 from tl_core.backbones import CATALOGUE, WEIGHT_FILE_SUFFIXES, label_for
 from tl_core.speed import measure_speed, remember_speed, remembered_speeds
 
@@ -126,7 +127,7 @@ if weights_key == "file":
     if upload is not None:
         with ui.user_errors("The weights file could not be saved"):
             suffix = "." + upload.name.rsplit(".", 1)[-1].lower()
-            path = ui.store_file_upload(upload, "weights", suffix)
+            path = uploads.store_file(upload.getvalue(), "weights", suffix)
             st.session_state[ui.WEIGHTS] = str(path)
     if current_weights not in options:
         st.caption(f"Using the weights file `{current_weights}`; it must have been made for {label_for(choice)}.")
