@@ -352,7 +352,7 @@ def test_export_with_a_run(open_page, finished_run):
 
 
 def test_uploaded_names_are_made_safe():
-    from pages._common import safe_relative
+    from tl_core.uploads import safe_relative
 
     assert safe_relative("photos/cats/1.jpg") == Path("photos/cats/1.jpg")
     assert safe_relative("../../etc/passwd") == Path("etc/passwd")
