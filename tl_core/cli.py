@@ -7,11 +7,13 @@ non-zero with a one-line reason on stderr otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 from pathlib import Path
 
-from tl_core import settings
+from tl_core import events, settings
 from tl_core.errors import HeadstartError, user_message
 
 
@@ -37,27 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    t = commands.add_parser("train", help="train on DATA_DIR (one sub-folder per class, or train/ and val/)")
-    t.add_argument("data_dir", metavar="DATA_DIR", help="folder (or .zip) with one sub-folder per class")
-    t.add_argument("--backbone", default="tf_efficientnet_lite0", metavar="NAME", help="a timm model name")
-    t.add_argument("--weights", default="auto", metavar="auto|hub|offline|none|PATH")
-    t.add_argument("--freeze", default="all", metavar="all|none|K", help="how many backbone blocks stay frozen")
-    t.add_argument("--epochs", type=_positive_int, default=10)
-    t.add_argument("--batch-size", type=_positive_int, default=32)
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
-    t.add_argument("--img-size", type=_positive_int, default=None, help="default: the backbone's own")
-    t.add_argument("--val-split", type=float, default=0.2)
-    t.add_argument("--test-split", type=float, default=0.0)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    t.add_argument("--runs-dir", default=str(settings.runs_dir()))
-    t.add_argument("--augment", default="auto", choices=["auto", "on", "off"])
-    t.add_argument("--label-smoothing", type=float, default=0.1)
-    t.add_argument("--class-balanced", action="store_true", help="weight the loss so small classes count as much")
-    t.add_argument("--early-stopping", type=int, default=5, metavar="EPOCHS", help="0 turns it off")
-    t.add_argument("--layer-decay", type=float, default=None, help="e.g. 0.75: earlier blocks learn more slowly")
-    t.add_argument("--no-feature-cache", action="store_true")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    t = commands.add_parser(
+        "train",
+        help="train on DATA_DIR (one sub-folder per class, or train/ and val/)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_options(t)
     t.add_argument("--json", action="store_true", help="print the summary as JSON on the last line of stdout")
     t.set_defaults(func=_train)
 
@@ -88,33 +75,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _train(args) -> int:
-    from tl_core.training import TrainConfig, train
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, with its default, type and help: the CLI cannot drift from the config."""
+    from tl_core.config import TrainConfig
 
-    freeze = args.freeze
-    if freeze not in ("all", "none") and not freeze.isdigit():
-        raise ValueError(f"--freeze takes all, none or a number of blocks, not '{freeze}'.")
-    config = TrainConfig(
-        data_dir=args.data_dir,
-        backbone=args.backbone,
-        weights=args.weights,
-        freeze=freeze,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        img_size=args.img_size,
-        val_split=args.val_split,
-        test_split=args.test_split,
-        seed=args.seed,
-        device=args.device,
-        runs_dir=args.runs_dir,
-        augment=args.augment,
-        label_smoothing=args.label_smoothing,
-        class_balanced=args.class_balanced,
-        early_stopping=args.early_stopping,
-        layer_decay=args.layer_decay,
-        feature_cache=not args.no_feature_cache,
-    )
+    hints, defaults = typing.get_type_hints(TrainConfig), TrainConfig.defaults()
+    for f in dataclasses.fields(TrainConfig):
+        meta = dict(f.metadata)
+        if f.name == "data_dir":
+            parser.add_argument("data_dir", metavar="DATA_DIR", **meta)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=defaults[f.name], **meta)
+        else:
+            parser.add_argument(flag, type=kind, default=defaults[f.name], **meta)
+
+
+def _train(args) -> int:
+    from tl_core.config import TrainConfig
+    from tl_core.training import train
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     bar = _ProgressPrinter()
     try:
         summary = train(config, on_event=bar)
@@ -175,56 +158,66 @@ class _ProgressPrinter:
     def __init__(self):
         self._bar = None
         self._stage = None
+        self._handlers = {
+            events.Progress: self._progress,
+            events.Started: self._started,
+            events.Step: self._step,
+            events.EpochEnd: self._epoch,
+            events.Message: lambda e: print(e.text, file=sys.stderr),
+            events.FeatureCache: lambda e: print(e.text, file=sys.stderr),
+        }
 
-    def __call__(self, event: dict) -> None:
-        from tqdm import tqdm
+    def __call__(self, event: events.Event) -> None:
+        handler = self._handlers.get(type(event))
+        if handler:
+            handler(event)
 
-        kind = event["event"]
-        if kind == "progress" and event["stage"] != self._stage:
-            self._new_bar(
-                tqdm,
-                event["total"],
-                {"scan": "Checking images", "decode": "Decoding images", "features": "Backbone features"}.get(
-                    event["stage"], event["stage"]
-                ),
-            )
-            self._stage = event["stage"]
-        if kind == "progress" and self._bar is not None:
-            self._bar.n = event["done"]
-            self._bar.refresh()
-        elif kind == "start":
-            print(
-                f"Training {event['backbone']} ({event['weights']} weights) on {event['device_name']}: "
-                f"{event['num_train']} training / {event['num_val']} validation images, "
-                f"{event['frozen_blocks']}/{event['total_blocks']} blocks frozen, "
-                f"{event['trainable_params']:,} of {event['total_params']:,} parameters train.",
+    def _progress(self, event: events.Progress) -> None:
+        self._enter_stage(event.stage, event.total)
+        self._bar.n = event.done
+        self._bar.refresh()
+
+    def _started(self, e: events.Started) -> None:
+        print(
+            f"Training {e.backbone} ({e.weights} weights) on {e.device_name}: {e.num_train} training / {e.num_val} "
+            f"validation images, {e.frozen_blocks}/{e.total_blocks} blocks frozen, {e.trainable_params:,} of "
+            f"{e.total_params:,} parameters train.",
+            file=sys.stderr,
+        )
+
+    def _step(self, event: events.Step) -> None:
+        self._enter_stage("train", event.total_steps)
+        self._bar.n = event.step
+        self._bar.set_postfix(
+            epoch=event.epoch, loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:.0f}", refresh=False
+        )
+        self._bar.refresh()
+
+    def _epoch(self, e: events.EpochEnd) -> None:
+        self._write(
+            f"epoch {e.epoch}/{e.epochs}: train loss {e.train_loss:.3f}, val loss {e.val_loss:.3f}, "
+            f"val accuracy {e.val_accuracy:.1%}" + ("  (best so far, saved)" if e.best else "")
+        )
+
+    def _enter_stage(self, stage: str, total: int) -> None:
+        if stage != self._stage or self._bar is None:
+            from tqdm import tqdm
+
+            self.close()
+            self._bar = tqdm(
+                total=total,
+                desc=events.STAGE_LABELS.get(stage, stage),
                 file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
             )
-        elif kind == "step":
-            if self._stage != "train":
-                self._new_bar(tqdm, event["total_steps"], "Training")
-                self._stage = "train"
-            self._bar.n = event["step"]
-            self._bar.set_postfix(
-                epoch=event["epoch"],
-                loss=f"{event['loss']:.3f}",
-                img_s=f"{event['images_per_second']:.0f}",
-                refresh=False,
-            )
-            self._bar.refresh()
-        elif kind == "epoch" and self._bar is not None:
-            self._bar.write(
-                f"epoch {event['epoch']}/{event['epochs']}: train loss {event['train_loss']:.3f}, "
-                f"val loss {event['val_loss']:.3f}, val accuracy {event['val_accuracy']:.1%}"
-                + ("  (best so far, saved)" if event["best"] else ""),
-                file=sys.stderr,
-            )
-        elif kind == "message":
-            print(event["text"], file=sys.stderr)
+            self._stage = stage
 
-    def _new_bar(self, tqdm, total: int, desc: str) -> None:
-        self.close()
-        self._bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    def _write(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -26,6 +26,7 @@ from tl_core.images import UnusableImage, map_with_progress, open_rgb
 
 IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", ".DS_Store", ".ipynb_checkpoints", "__pycache__"}
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+DEFAULT_VAL_FRACTION = 0.2  # TrainConfig.val_split's default too
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_RATIO = 3.0
 MAX_FILE_BYTES = 256 * 1024**2  # a bigger "image" is a video or a mistake; reading it would stall the scan
@@ -87,7 +88,7 @@ def is_ignored(name: str) -> bool:
 def scan_dataset(
     source: str | Path,
     *,
-    val_fraction: float = 0.2,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     test_fraction: float = 0.0,
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
@@ -108,12 +109,8 @@ def scan_dataset(
             )
         source, skipped = extract_zip(source, settings.cache_dir() / "unzipped")
     root = _unwrap(source)
-    split_dirs = {SPLIT_FOLDERS[p.name.lower()]: p for p in _visible_dirs(root) if p.name.lower() in SPLIT_FOLDERS}
-    user_split = "train" in split_dirs and len(split_dirs) > 1  # train/ with val/ and/or test/
-    if user_split:
-        class_dirs_by_split = {split: _visible_dirs(folder) for split, folder in split_dirs.items()}
-    else:
-        class_dirs_by_split = {"train": _visible_dirs(root)}
+    class_dirs_by_split = _class_dirs_by_split(root)
+    user_split = len(class_dirs_by_split) > 1  # train/ with val/ and/or test/
     class_names = sorted({d.name for dirs in class_dirs_by_split.values() for d in dirs})
     if len(class_names) < 2:
         raise DataError(
@@ -121,11 +118,7 @@ def scan_dataset(
             f"found {len(class_names)}."
         )
 
-    candidates: list[tuple[Path, str, int]] = []  # (file, split, label)
-    for split, dirs in class_dirs_by_split.items():
-        for class_dir in dirs:
-            label = class_names.index(class_dir.name)
-            candidates += [(f, split, label) for f in _visible_files(class_dir)]
+    candidates = _candidates(class_dirs_by_split, class_names)
     for loose in _visible_files(root, recursive=False):
         skipped.append(Problem(_rel(loose, root), "not inside a class folder: put it in the folder of its class"))
 
@@ -142,12 +135,32 @@ def scan_dataset(
     samples, class_names = _drop_empty_classes(samples, class_names, warnings)
     if not user_split:
         assign_split(samples, val_fraction, test_fraction, seed)
-    elif "val" not in split_dirs:  # train/ and test/ only: validation comes out of train/, test/ stays as given
+    elif (
+        "val" not in class_dirs_by_split
+    ):  # train/ and test/ only: validation comes out of train/, test/ stays as given
         assign_split([s for s in samples if s.split == "train"], val_fraction, 0.0, seed)
         warnings.append(f"No val/ folder: {val_fraction:.0%} of each class in train/ is kept aside for validation.")
     _warn_about_counts(samples, class_names, warnings)
     _warn_duplicates_across_splits(samples, warnings)
     return DatasetManifest(str(root), class_names, samples, skipped, warnings, user_split)
+
+
+def _class_dirs_by_split(root: Path) -> dict[str, list[Path]]:
+    """split -> its class folders: the user's own train/ val/ test/ folders when there are any, else all 'train'."""
+    split_dirs = {SPLIT_FOLDERS[p.name.lower()]: p for p in _visible_dirs(root) if p.name.lower() in SPLIT_FOLDERS}
+    if "train" in split_dirs and len(split_dirs) > 1:
+        return {split: _visible_dirs(folder) for split, folder in split_dirs.items()}
+    return {"train": _visible_dirs(root)}
+
+
+def _candidates(class_dirs_by_split: dict[str, list[Path]], class_names: list[str]) -> list[tuple[Path, str, int]]:
+    """(file, split, label) for every visible file under a class folder."""
+    return [
+        (f, split, class_names.index(class_dir.name))
+        for split, dirs in class_dirs_by_split.items()
+        for class_dir in dirs
+        for f in _visible_files(class_dir)
+    ]
 
 
 def assign_split(samples: list[Sample], val_fraction: float, test_fraction: float, seed: int) -> None:

@@ -21,13 +21,21 @@ def grad_cam(predictor: Predictor, image: Image.Image, class_index: int | None =
     """(heat map in 0..1 at the model's input size, the class it explains: the predicted one by default)."""
     model = predictor.model
     x = predictor.preprocess([image]).requires_grad_(True)  # gradients flow to the features, not the weights
-    with torch.enable_grad():
-        features = model.forward_features(x)
-        features.retain_grad()
-        logits = model.forward_head(features)
-        target = int(logits.argmax(1)) if class_index is None else class_index
-        logits[0, target].backward()
-    grid, grads = _as_grid(model, features.detach()), _as_grid(model, features.grad)
+    captured: list[torch.Tensor] = []
+    layer = _token_layer(model)
+    hook = layer.register_forward_hook(lambda _m, _i, out: captured.append(out)) if layer is not None else None
+    try:
+        with torch.enable_grad():
+            features = model.forward_features(x)
+            activations = captured[-1] if captured else features
+            activations.retain_grad()
+            logits = model.forward_head(features)
+            target = int(logits.argmax(1)) if class_index is None else class_index
+            logits[0, target].backward()
+    finally:
+        if hook is not None:
+            hook.remove()
+    grid, grads = _as_grid(model, activations.detach()), _as_grid(model, activations.grad)
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * grid).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
@@ -45,6 +53,16 @@ def overlay(image: Image.Image, heat: np.ndarray, size: int, alpha: float = 0.45
     colour = _heat_colours(heat.astype(np.float32) / 255)
     weight = alpha * (heat.astype(np.float32) / 255)[..., None]
     return Image.fromarray(np.clip(base * (1 - weight) + colour * weight, 0, 255).astype(np.uint8))
+
+
+def _token_layer(model) -> torch.nn.Module | None:
+    """For a vision transformer, the last block's first norm: there the patch tokens still carry the evidence that
+    the last attention moves into the class token (after the final norm, the head reads the class token alone, so the
+    patch tokens' gradient is zero). None for a convolutional network: its last feature map is the place."""
+    blocks = getattr(model, "blocks", None)
+    if getattr(model, "num_prefix_tokens", None) is None or not isinstance(blocks, torch.nn.Sequential):
+        return None
+    return getattr(blocks[-1], "norm1", None)
 
 
 def _as_grid(model, features: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,12 @@ so their running statistics do not move.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from timm.models import group_parameters
 from torch import nn
 
-from tl_core.backbones import classifier_prefix
+from tl_core.backbones import build_model, classifier_prefix
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,15 @@ class FreezePlan:
     @property
     def total_params(self) -> int:
         return self.head_params + sum(b.num_params for b in self.blocks)
+
+    def at_depth(self, freeze: str | int) -> FreezePlan:
+        """The same blocks with another freeze depth: what would train, without touching a model."""
+        return replace(self, frozen_blocks=resolve_depth(freeze, self.total_blocks))
+
+
+def backbone_structure(name: str, num_classes: int) -> FreezePlan:
+    """A backbone's blocks and parameter counts from its architecture alone (no weights are read), nothing frozen."""
+    return apply_freeze(build_model(None, name, pretrained=False, num_classes=num_classes), "none")
 
 
 def model_blocks(model: nn.Module) -> list[Block]:

@@ -7,15 +7,19 @@ any time, `job.stop()` takes effect within one training step (or removes a job s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 
+from tl_core import events
+from tl_core.config import TrainConfig
+from tl_core.data import DatasetManifest
 from tl_core.devices import pick_device
 from tl_core.errors import user_message
-from tl_core.training import TrainConfig, train
+from tl_core.training import train
 
 ACTIVE_STATES = ("queued", "running")
 
@@ -42,6 +46,7 @@ class JobSnapshot:
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
     messages: list[str] = field(default_factory=list)
     start_info: dict = field(default_factory=dict)
+    stopping: bool = False  # stop was asked for; the job ends at its next step
     run_dir: str | None = None
     summary: dict | None = None
     error: str | None = None
@@ -63,8 +68,9 @@ class JobSnapshot:
 
 
 class Job:
-    def __init__(self, job_id: str, config: TrainConfig, device: str, manager: JobManager):
+    def __init__(self, job_id: str, config: TrainConfig, device: str, manager: JobManager, manifest=None):
         self.config = config
+        self._manifest = manifest  # the data set as the page scanned it: the job does not read it again
         self._manager = manager
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -100,6 +106,7 @@ class Job:
         """Ask the job to stop: at the next training step, or at once if it is still waiting."""
         self._stop.set()
         with self._lock:
+            self._snap.stopping = self._snap.state == "running"
             if self._snap.state == "queued":
                 self._snap.state = "cancelled"
                 self._snap.ended_at = time.time()
@@ -112,37 +119,9 @@ class Job:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
-    def _on_event(self, event: dict) -> None:
-        kind = event["event"]
+    def _on_event(self, event: events.Event) -> None:
         with self._lock:
-            snap = self._snap
-            if kind == "status":
-                snap.run_dir = event.get("run_dir")
-            elif kind == "progress":
-                snap.stage, snap.stage_done, snap.stage_total = event["stage"], event["done"], event["total"]
-            elif kind == "start":
-                snap.start_info = {k: v for k, v in event.items() if k not in ("event", "time")}
-            elif kind == "step":
-                snap.stage = "train"
-                snap.epoch, snap.step, snap.total_steps = event["epoch"], event["step"], event["total_steps"]
-                snap.images_per_second, snap.eta_seconds, snap.lr = (
-                    event["images_per_second"],
-                    event["eta_seconds"],
-                    event["lr"],
-                )
-                snap.step_losses.append((event["step"], event["loss"]))
-            elif kind == "schedule":
-                snap.lr_schedule = event["lrs"]  # replaced, never changed in place: snapshots may share it
-            elif kind == "epoch":
-                snap.history.append({k: v for k, v in event.items() if k not in ("event", "time")})
-            elif kind == "message":
-                snap.messages.append(event["text"])
-            elif kind == "feature_cache":
-                snap.messages.append(
-                    "Backbone features came from the cache: only the head trains."
-                    if event["hit"]
-                    else "Backbone features computed once and cached: the next run on these images skips this step."
-                )
+            _APPLY.get(type(event), _ignore)(self._snap, event)
 
     def _run(self) -> None:
         with self._lock:
@@ -152,12 +131,13 @@ class Job:
             self._snap.started_at = time.time()
         summary, error = None, None
         try:
-            summary = train(self.config, on_event=self._on_event, should_stop=self._stop.is_set)
+            summary = train(self.config, self._on_event, self._stop.is_set, self._manifest)
             state = summary["status"]
         except Exception as exc:  # noqa: BLE001 - a failed job reports; the worker thread must live on
             state, error = "failed", user_message(exc)
+        self._manifest = None  # a large data set's manifest is not kept for the life of the server
         with self._lock:
-            self._snap.state = state
+            self._snap.state, self._snap.stopping = state, False
             self._snap.summary = summary
             self._snap.error = error
             self._snap.ended_at = time.time()
@@ -176,12 +156,18 @@ class JobManager:
         self._ids = itertools.count(1)
         self._closed = False
 
-    def submit(self, config: TrainConfig) -> Job:
+    def submit(self, config: TrainConfig, manifest: DatasetManifest | None = None) -> Job:
+        """Queue a training, or return the job already queued or running with the same config (one click, one job).
+
+        `manifest` is the data set as already scanned with the config's split settings: the job does not rescan it.
+        """
         device = str(pick_device(config.device))
         with self._lock:
             if self._closed:
                 raise RuntimeError("The job manager is shut down.")
-            job = Job(f"job-{next(self._ids)}-{int(time.time())}", config, device, self)
+            if existing := self._find_active(config):
+                return existing  # a second click on the same Start: the job it already started
+            job = Job(f"job-{next(self._ids)}-{int(time.time())}", config, device, self, manifest)
             self._jobs[job.id] = job
             self._waiting.setdefault(device, []).append(job)
             if device not in self._threads:
@@ -191,6 +177,15 @@ class JobManager:
                 thread.start()
             self._queues[device].put(job)
         return job
+
+    def find_active(self, config: TrainConfig) -> Job | None:
+        """The job queued or running with exactly this config, if any (and not being stopped)."""
+        with self._lock:
+            return self._find_active(config)
+
+    def _find_active(self, config: TrainConfig) -> Job | None:  # with self._lock held
+        same = (j for j in self._jobs.values() if j.config == config and not j.stop_requested)
+        return next((j for j in same if j.state in ACTIVE_STATES), None)
 
     def queue_position(self, job: Job) -> int:
         """How many jobs are before `job` on its device, the running one included."""
@@ -232,3 +227,50 @@ class JobManager:
                 if job in self._waiting.get(device, []):
                     self._waiting[device].remove(job)
             job._run()
+
+
+# How each training event changes a job's snapshot (called with the job's lock held).
+def _on_created(snap: JobSnapshot, e: events.Created) -> None:
+    snap.run_dir = e.run_dir
+
+
+def _on_progress(snap: JobSnapshot, e: events.Progress) -> None:
+    snap.stage, snap.stage_done, snap.stage_total = e.stage, e.done, e.total
+
+
+def _on_started(snap: JobSnapshot, e: events.Started) -> None:
+    snap.start_info = dataclasses.asdict(e)
+
+
+def _on_step(snap: JobSnapshot, e: events.Step) -> None:
+    snap.stage, snap.epoch, snap.step, snap.total_steps = "train", e.epoch, e.step, e.total_steps
+    snap.images_per_second, snap.eta_seconds, snap.lr = e.images_per_second, e.eta_seconds, e.lr
+    snap.step_losses.append((e.step, e.loss))
+
+
+def _on_schedule(snap: JobSnapshot, e: events.Schedule) -> None:
+    snap.lr_schedule = e.lrs  # replaced, never changed in place: snapshots may share it
+
+
+def _on_epoch(snap: JobSnapshot, e: events.EpochEnd) -> None:
+    snap.history.append(dataclasses.asdict(e))
+
+
+def _on_text(snap: JobSnapshot, e: events.Message | events.FeatureCache) -> None:
+    snap.messages.append(e.text)
+
+
+def _ignore(snap: JobSnapshot, e: events.Event) -> None:
+    pass
+
+
+_APPLY = {
+    events.Created: _on_created,
+    events.Progress: _on_progress,
+    events.Started: _on_started,
+    events.Step: _on_step,
+    events.Schedule: _on_schedule,
+    events.EpochEnd: _on_epoch,
+    events.Message: _on_text,
+    events.FeatureCache: _on_text,
+}

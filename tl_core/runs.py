@@ -25,17 +25,12 @@ from pathlib import Path
 import torch
 
 from tl_core.errors import RunNotFoundError
+from tl_core.events import START_FIELDS
 
 try:
     import fcntl
 except ImportError:  # Windows: fall back to the process id
     fcntl = None
-
-# Summary fields known once the data and the model are ready; None in the summary of a run that failed before.
-START_FIELDS = (
-    "backbone", "weights", "device", "num_classes", "class_names", "num_train", "num_val", "frozen_blocks",
-    "total_blocks", "trainable_params", "total_params",
-)  # fmt: skip
 
 
 @dataclass
@@ -180,27 +175,43 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
     return found
 
 
-def mark_interrupted(run_dir: Path, config: dict) -> dict:
-    """Write the summary of a run that was cut off, from what its metrics say it reached."""
-    epochs = [e for e in read_metrics(run_dir) if e.get("event") == "epoch"]
-    start = next((e for e in read_metrics(run_dir) if e.get("event") == "start"), {})
-    best = max((e["val_accuracy"] for e in epochs if e.get("val_accuracy") is not None), default=None)
-    summary = {
+def build_summary(run_dir: str | Path, status: str, start: dict, history: list[dict], message: str, **extra) -> dict:
+    """What summary.json holds, for every way a run can end: from its start facts and its epoch records.
+
+    `start` holds the START_FIELDS (absent ones are None: the run ended before they were known); `history` is one
+    record per finished epoch with at least val_accuracy, val_loss and train_loss. The best epoch is the one with
+    the highest validation accuracy, the lower loss breaking ties (the one whose weights were kept).
+    """
+    best = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]), default=None)
+    last = history[-1] if history else {}
+    return {
         **{k: start.get(k) for k in START_FIELDS},
         "run_dir": str(run_dir),
-        "status": "interrupted",
-        "epochs_run": len(epochs),
-        "val_accuracy": epochs[-1].get("val_accuracy") if epochs else None,
-        "best_val_accuracy": best,
-        "val_loss": epochs[-1].get("val_loss") if epochs else None,
-        "message": "The process stopped before this run ended (closed, killed or crashed). "
-        + (
-            "The best weights up to then are kept."
-            if (run_dir / "model.safetensors").exists()
-            else "No weights were saved."
-        ),
+        "status": status,
+        "epochs_run": len(history),
+        "val_accuracy": last.get("val_accuracy"),
+        "best_val_accuracy": best["val_accuracy"] if best else None,
+        "best_epoch": best["epoch"] if best else 0,
+        "val_loss": last.get("val_loss"),
+        "train_loss": last.get("train_loss"),
+        "train_images_per_second": 0.0,
+        "message": message,
+        **extra,
     }
-    summary["backbone"] = summary["backbone"] or config.get("backbone")
+
+
+def mark_interrupted(run_dir: Path, config: dict) -> dict:
+    """Write the summary of a run that was cut off, from what its metrics say it reached."""
+    events = read_metrics(run_dir)
+    start = next((e for e in events if e.get("event") == "start"), {"backbone": config.get("backbone")})
+    history = [e for e in events if e.get("event") == "epoch"]
+    kept = (
+        "The best weights up to then are kept."
+        if (run_dir / "model.safetensors").exists()
+        else "No weights were saved."
+    )
+    message = f"The process stopped before this run ended (closed, killed or crashed). {kept}"
+    summary = build_summary(run_dir, "interrupted", start, history, message)
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
 

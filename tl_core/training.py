@@ -4,7 +4,7 @@ train(config) scans the data, builds the backbone with its weights, freezes the 
 once, and then fine-tunes with AdamW, warmup + cosine, label smoothing and early stopping, keeping the best weights.
 When the whole backbone is frozen and augmentation is off, the backbone's features are computed once (and cached on
 disk) and only the head trains on them: the same result, without paying the backbone's forward pass every epoch.
-Progress goes out as events (dicts) to `on_event` and to the run folder's metrics.jsonl.
+Progress goes out as typed events (tl_core.events) to `on_event` and to the run folder's metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -13,62 +13,65 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl_core import cache, settings
-from tl_core.backbones import create_backbone
+from tl_core import cache
+from tl_core.backbones import Backbone, create_backbone
+from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, scan_dataset
 from tl_core.devices import describe_device, pick_device
 from tl_core.errors import DataError, user_message
+from tl_core.events import Created, Ended, EpochEnd, Event, FeatureCache, Message, Progress, Schedule, Started, Step
 from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
 from tl_core.preprocess import InputSpec, to_model_input
-from tl_core.runs import START_FIELDS, RunWriter
+from tl_core.runs import RunWriter, build_summary
 
-EventSink = Callable[[dict], None]
+__all__ = ["TrainConfig", "train", "planned_lrs"]
+
+EventSink = Callable[[Event], None]
+SPLITS = ("train", "val", "test")
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when the job was asked to stop."""
 
 
 @dataclass
-class TrainConfig:
-    data_dir: str
-    backbone: str = "tf_efficientnet_lite0"
-    weights: str = "auto"  # auto | hub | offline | none | PATH
-    freeze: str = "all"  # all | none | K (the first K blocks stay frozen)
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float | None = None  # None: 1e-3
-    img_size: int | None = None  # None: the backbone's own
-    val_split: float = 0.2
-    test_split: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    runs_dir: str = field(default_factory=lambda: str(settings.runs_dir()))
-    augment: str = "auto"  # auto (off when the whole backbone is frozen) | on | off
-    label_smoothing: float = 0.1
-    class_balanced: bool = False
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    early_stopping: int = 5  # epochs without a better validation loss before stopping; 0 turns it off
-    layer_decay: float | None = None  # e.g. 0.75: each block further from the head learns 0.75x as fast
-    feature_cache: bool = True
-    head_lr_scale: float = 3.0  # when backbone blocks train too, the new head learns this many times faster
-    compile: bool = False  # torch.compile the model (CUDA only: pays on long runs, costs a minute of compiling)
+class _Run:
+    """The run folder and the listeners: where every event goes, and whether someone asked to stop."""
 
-    def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else 1e-3
+    writer: RunWriter
+    on_event: EventSink | None
+    should_stop: Callable[[], bool]
+    start: dict = field(default_factory=dict)  # the Started event's fields, once known
 
-    def resolved_augment(self) -> bool:
-        return self.augment == "on" or (self.augment == "auto" and self.freeze != "all")
+    def emit(self, event: Event) -> None:
+        self.writer.log(event.record())
+        if self.on_event:
+            self.on_event(event)
+
+    def check_stop(self) -> None:
+        if self.should_stop():
+            raise StopRequested
+
+    def progress(self, stage: str) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            self.check_stop()
+            self.emit(Progress(stage, done, total))
+
+        return report
 
 
 @dataclass
 class _Setup:
-    """What the loop needs: the model, how to get a batch's logits, and the rows and labels of each split."""
+    """What the loop needs: the settings as resolved, the model, how to get a batch's logits, the rows of each split."""
 
+    config: TrainConfig
     model: nn.Module
     trained_module: nn.Module  # the head alone when it trains on cached features, else the whole model
     plan: FreezePlan
@@ -77,12 +80,26 @@ class _Setup:
     labels: dict[str, torch.Tensor]
     manifest: DatasetManifest
     device: torch.device
-    spec: InputSpec
-    use_features: bool
 
 
-class StopRequested(Exception):
-    """Raised inside the loop when the job was asked to stop."""
+@dataclass
+class _Loop:
+    """The optimiser and the counters that carry from step to step."""
+
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    rng: np.random.Generator
+    total_images: int
+    warmup_images: float
+    batch_size: int
+    images_seen: int = 0
+    train_time: float = 0.0
+    step: int = 0
+    lr: float = 0.0  # the base learning rate of the last step (groups scale it by their lr_scale)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / max(self.train_time, 1e-9)
 
 
 def train(
@@ -91,52 +108,39 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     manifest: DatasetManifest | None = None,
 ) -> dict:
-    """Run one training to its end and return the summary (also written to the run folder)."""
-    should_stop = should_stop or (lambda: False)
-    writer = RunWriter(config.runs_dir, config.backbone)
+    """Run one training to its end and return the summary (also written to the run folder).
+
+    `manifest`, when given, is the data set as already scanned (the web app scanned it to show it): not read again.
+    """
+    run = _Run(RunWriter(config.runs_dir, config.backbone), on_event, should_stop or (lambda: False))
     started = time.monotonic()
-    state: dict = {"run_dir": str(writer.run_dir), **dict.fromkeys(START_FIELDS), "backbone": config.backbone}
-
-    def emit(event: dict) -> None:
-        event = {"event": event.pop("event"), "time": round(time.time(), 3), **event}
-        writer.log(event)
-        if on_event:
-            on_event(event)
-
-    def progress(stage: str) -> Callable[[int, int], None]:
-        def report(done: int, total: int) -> None:
-            if should_stop():
-                raise StopRequested
-            emit({"event": "progress", "stage": stage, "done": done, "total": total})
-
-        return report
-
-    writer.write_json(
-        "config.json", {**asdict(config), "lr": config.resolved_lr(), "augment": config.resolved_augment()}
-    )
-    emit({"event": "status", "state": "starting", "run_dir": str(writer.run_dir)})
+    run.emit(Created(str(run.writer.run_dir)))
     try:
-        summary = _fit(
-            config, _prepare(config, writer, emit, progress, manifest, state), writer, emit, should_stop, state
-        )
+        summary = _fit(_prepare(config, run, manifest), run)
     except StopRequested:
-        summary = _summary_without_training(writer, state, "stopped", "Stopped before training began.")
+        summary = build_summary(run.writer.run_dir, "stopped", run.start, [], "Stopped before training began.")
     except Exception as exc:
-        _finish(writer, emit, _summary_without_training(writer, state, "failed", user_message(exc)), started)
+        failed = build_summary(run.writer.run_dir, "failed", run.start or asdict(config), [], user_message(exc))
+        _finish(run, config, failed, started)
         raise
-    return _finish(writer, emit, summary, started)
+    return _finish(run, config, summary, started)
 
 
-def _finish(writer: RunWriter, emit: EventSink, summary: dict, started: float) -> dict:
+def _finish(run: _Run, config: TrainConfig, summary: dict, started: float) -> dict:
     """Write the summary, tell the listeners, release the run folder."""
+    if not (run.writer.run_dir / "config.json").exists():  # it ended before the settings were resolved
+        run.writer.write_json("config.json", config.to_dict())
     summary["train_seconds"] = round(time.monotonic() - started, 2)  # wall time of the whole run, caches included
-    writer.write_json("summary.json", summary)
-    emit({"event": "end", **summary})
-    writer.close()
+    run.writer.write_json("summary.json", summary)
+    run.emit(Ended(summary))
+    run.writer.close()
     return summary
 
 
-def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
+# ---------------------------------------------------------------- preparation
+
+
+def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -> _Setup:
     """Data, backbone, freezing, caches: everything the loop needs, with the run folder's first files written."""
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
@@ -146,263 +150,262 @@ def _prepare(config, writer, emit, progress, manifest, state) -> _Setup:
             val_fraction=config.val_split,
             test_fraction=config.test_split,
             seed=config.seed,
-            on_progress=progress("scan"),
+            on_progress=run.progress("scan"),
         )
-    writer.write_json("split.json", manifest.split_table())
-    writer.write_json("labels.json", manifest.class_names)
-    train_set, val_set, test_set = manifest.split("train"), manifest.split("val"), manifest.split("test")
-    if not train_set:
-        raise DataError("No usable picture is left for training. Add images to the class folders (or to train/).")
-    if not val_set:
-        raise DataError(
-            "No picture is left for validation, so accuracy cannot be measured. Add images (at least 2 per class) "
-            "or, with your own train/ and val/ folders, put some in val/."
-        )
-    num_classes = len(manifest.class_names)
+    _check_splits(manifest)
+    run.writer.write_json("split.json", manifest.split_table())
+    run.writer.write_json("labels.json", manifest.class_names)
 
-    backbone = create_backbone(config.backbone, num_classes, config.weights, config.seed, config.img_size)
-    model = backbone.model
-    plan = apply_freeze(model, config.freeze)
+    backbone = create_backbone(config.backbone, len(manifest.class_names), config.weights, config.seed, config.img_size)
+    plan = apply_freeze(backbone.model, config.freeze)
     spec = InputSpec.from_data_config(backbone.data_config, config.img_size)
-    augment = config.resolved_augment()
-    head_only = plan.frozen_blocks == plan.total_blocks
-    use_features = head_only and not augment and config.feature_cache
-    writer.write_json(
+    config = config.resolved(plan, spec.img_size)
+    run.writer.write_json(
         "config.json",
         {
-            **asdict(config),
-            "lr": config.resolved_lr(),
-            "augment": augment,
-            "num_classes": num_classes,
+            **config.to_dict(),
+            "num_classes": len(manifest.class_names),
             "input": spec.to_dict(),
             "weights_used": backbone.weights,
         },
     )
-    state.update(_start_fields(config, backbone, device, manifest, plan, train_set, val_set))
-    emit(
-        {
-            "event": "start",
-            **state,
-            "feature_cache": use_features,
-            "augment": augment,
-            "input": spec.to_dict(),
-            "device_name": describe_device(device),
-        }
-    )
+    _announce(run, config, backbone, plan, spec, manifest, device)
 
-    def decoded_images() -> np.ndarray:
-        return cache.decoded_images(manifest, spec.cache_size, on_progress=progress("decode"))
-
-    model.to(device)
+    model = backbone.model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    labels = {
-        split: torch.tensor([s.label for s in samples])
-        for split, samples in (("train", train_set), ("val", val_set), ("test", test_set))
-    }
-    rows = {
-        split: cache.rows_for(manifest, samples)
-        for split, samples in (("train", train_set), ("val", val_set), ("test", test_set))
-    }
-
-    if use_features:
-        # On a cache hit the pictures are not even decoded: the features are all the head needs.
-        features, hit = _backbone_features(model, manifest, decoded_images, spec, backbone, config, device, progress)
-        emit({"event": "feature_cache", "hit": hit, "dim": int(features.shape[1])})
-        inputs = torch.from_numpy(np.asarray(features))
-        head = model.get_classifier()
-
-        def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
-            return head(inputs[batch_rows].to(device, non_blocking=True))
-
-        trained_module: nn.Module = head
+    rows = {split: cache.rows_for(manifest, manifest.split(split)) for split in SPLITS}
+    labels = {split: torch.tensor([s.label for s in manifest.split(split)], dtype=torch.long) for split in SPLITS}
+    if config.feature_cache:
+        trained_module, batch_logits = _head_on_features(config, run, backbone, spec, manifest, device)
     else:
-        images = decoded_images()
-        generator = torch.Generator().manual_seed(config.seed)
-        forward = torch.compile(model) if config.compile and device.type == "cuda" else model
-
-        def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
-            x = to_model_input(cache.to_batch(images, batch_rows, device), spec, augment and training, generator)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            return forward(x)
-
-        trained_module = model
-
-    return _Setup(model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, use_features)
+        trained_module, batch_logits = _whole_model(config, run, model, spec, manifest, device)
+    return _Setup(config, model, trained_module, plan, batch_logits, rows, labels, manifest, device)
 
 
-def _fit(config: TrainConfig, setup: _Setup, writer: RunWriter, emit: EventSink, should_stop, state: dict) -> dict:
-    """The loop proper: epochs of shuffled batches, a validation pass after each, best weights kept."""
-    model, trained_module, rows, labels, device = (
-        setup.model,
-        setup.trained_module,
-        setup.rows,
-        setup.labels,
-        setup.device,
+def _check_splits(manifest: DatasetManifest) -> None:
+    if not manifest.split("train"):
+        raise DataError("No usable picture is left for training. Add images to the class folders (or to train/).")
+    if not manifest.split("val"):
+        raise DataError(
+            "No picture is left for validation, so accuracy cannot be measured. Add images (at least 2 per class) "
+            "or, with your own train/ and val/ folders, put some in val/."
+        )
+
+
+def _announce(run: _Run, config: TrainConfig, backbone: Backbone, plan, spec, manifest, device) -> None:
+    """The Started event: what is about to train, on what (also the summary's first fields)."""
+    started = Started(
+        backbone=config.backbone,
+        weights=backbone.weights,
+        device=str(device),
+        num_classes=len(manifest.class_names),
+        class_names=manifest.class_names,
+        num_train=len(manifest.split("train")),
+        num_val=len(manifest.split("val")),
+        frozen_blocks=plan.frozen_blocks,
+        total_blocks=plan.total_blocks,
+        trainable_params=plan.trainable_params,
+        total_params=plan.total_params,
+        device_name=describe_device(device),
+        feature_cache=config.feature_cache,
+        augment=config.augment == "on",
+        input=spec.to_dict(),
     )
-    batch_logits = setup.batch_logits
-    lr = config.resolved_lr()
-    optimizer = torch.optim.AdamW(_param_groups(model, setup.plan, lr, config), lr=lr, weight_decay=config.weight_decay)
-    class_weights = _class_weights(labels["train"], len(setup.manifest.class_names)) if config.class_balanced else None
-    criterion = nn.CrossEntropyLoss(
-        weight=None if class_weights is None else class_weights.to(device), label_smoothing=config.label_smoothing
-    )
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    rng = np.random.default_rng(config.seed)
-    num_train = len(rows["train"])
-    total_images = config.epochs * num_train
-    warmup_images = min(config.warmup_epochs * num_train, total_images / 2)
-    progress = {"images_seen": 0, "train_time": 0.0, "step": 0, "batch_size": max(1, min(config.batch_size, num_train))}
-    emit({"event": "schedule", "lrs": planned_lrs(num_train, progress["batch_size"], config.epochs, lr, warmup_images)})
+    run.start = asdict(started)
+    run.emit(started)
 
-    def run_epoch(epoch: int) -> tuple[float, float]:
-        """One pass over the shuffled training images; returns (mean loss, accuracy)."""
-        if trained_module is model:
-            set_train_mode(model)
-        else:
-            trained_module.train()
-        shuffle = rng.permutation(num_train)
-        order, order_labels = rows["train"][shuffle], labels["train"][torch.from_numpy(shuffle)]
-        batch_size = progress["batch_size"]
-        batches = _batches(num_train, batch_size)
-        loss_sum, correct = 0.0, 0
-        for index, (start, end) in enumerate(batches, start=1):
-            if should_stop():
-                raise StopRequested
-            tick = time.perf_counter()
-            lr_now = lr * _lr_factor(progress["images_seen"], total_images, warmup_images)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now * group["lr_scale"]
-            y = order_labels[start:end].to(device, non_blocking=True)
-            with autocast:
-                logits = batch_logits(order[start:end], True)
-            loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_value = loss.item()  # waits for the device, so the step time below is real
-            progress["train_time"] += time.perf_counter() - tick
-            progress["images_seen"] += end - start
-            progress["step"] += 1
-            loss_sum += loss_value * (end - start)
-            correct += int((logits.argmax(1) == y).sum())
-            speed = progress["images_seen"] / max(progress["train_time"], 1e-9)
-            emit(
-                {
-                    "event": "step",
-                    "epoch": epoch,
-                    "step": progress["step"],
-                    "epoch_step": index,
-                    "steps_per_epoch": len(batches),
-                    "total_steps": len(batches) * config.epochs,
-                    "loss": round(loss_value, 5),
-                    "lr": lr_now,
-                    "images_per_second": round(speed, 2),
-                    "eta_seconds": round((total_images - progress["images_seen"]) / speed, 1),
-                }
-            )
-        return loss_sum / num_train, correct / num_train
 
-    best = {"accuracy": -1.0, "loss": math.inf, "epoch": 0}
+def _head_on_features(config, run, backbone, spec, manifest, device):
+    """The head alone, trained on the frozen backbone's features (computed once, or read from the disk cache)."""
+    model = backbone.model
+    key = cache.feature_key(manifest, config.backbone, backbone.weights_id, spec.img_size)
+
+    def compute() -> np.ndarray:
+        images = cache.decoded_images(manifest, spec.cache_size, on_progress=run.progress("decode"))
+        report = run.progress("features")
+        model.eval()
+        out = []
+        with torch.no_grad(), _autocast(device):
+            for start, end in _batches(len(images), 64):
+                x = _on_device(to_model_input(cache.to_batch(images, np.arange(start, end), device), spec), device)
+                out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
+                report(end, len(images))
+        return torch.cat(out).numpy()
+
+    features, hit = cache.cached_features(key, compute)  # on a hit the pictures are not even decoded
+    run.emit(FeatureCache(hit, int(features.shape[1])))
+    inputs = torch.from_numpy(np.asarray(features))
+    head = model.get_classifier()
+
+    def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
+        return head(inputs[batch_rows].to(device, non_blocking=True))
+
+    return head, batch_logits
+
+
+def _whole_model(config, run, model, spec, manifest, device):
+    """Every picture through the model at every step, augmented when training asks for it."""
+    images = cache.decoded_images(manifest, spec.cache_size, on_progress=run.progress("decode"))
+    generator = torch.Generator().manual_seed(config.seed)
+    forward = torch.compile(model) if config.compile and device.type == "cuda" else model
+    augment = config.augment == "on"
+
+    def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
+        x = to_model_input(cache.to_batch(images, batch_rows, device), spec, augment and training, generator)
+        return forward(_on_device(x, device))
+
+    return model, batch_logits
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _fit(setup: _Setup, run: _Run) -> dict:
+    """Epochs of shuffled batches, a validation pass after each, the best weights kept; then the summary."""
+    config = setup.config
+    loop = _new_loop(setup, run)
     history: list[dict] = []
-    stale_epochs, best_loss_seen = 0, math.inf
     status, message = "finished", ""
     try:
         for epoch in range(1, config.epochs + 1):
-            while True:
-                before = dict(progress)
-                try:
-                    train_loss, train_accuracy = run_epoch(epoch)
-                    break
-                except torch.cuda.OutOfMemoryError:
-                    if progress["batch_size"] == 1:
-                        raise
-                    # Redo the epoch with half the batch, as if the failed attempt had not happened.
-                    progress.update(before, batch_size=before["batch_size"] // 2)
-                    optimizer.zero_grad(set_to_none=True)
-                    torch.cuda.empty_cache()
-                    emit(
-                        {
-                            "event": "message",
-                            "level": "warning",
-                            "text": f"The GPU ran out of memory; going on with batch size {progress['batch_size']}.",
-                        }
-                    )
-            val = _evaluate(batch_logits, rows["val"], labels["val"], autocast, trained_module, model, device)
-            record = {
-                "epoch": epoch,
-                "epochs": config.epochs,
-                "train_loss": train_loss,
-                "train_accuracy": train_accuracy,
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-                "lr": optimizer.param_groups[-1]["lr"],
-                "images_per_second": round(progress["images_seen"] / max(progress["train_time"], 1e-9), 2),
-            }
-            history.append(record)
-            state["epochs_run"] = epoch
-            improved = (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"])
+            train_loss, train_accuracy = _train_epoch_shrinking_on_oom(setup, loop, run, epoch)
+            val = _evaluate(setup, "val", run.check_stop)
+            best_so_far = max((h["val_accuracy"], -h["val_loss"]) for h in history) if history else None
+            improved = best_so_far is None or (val["accuracy"], -val["loss"]) > best_so_far
             if improved:
-                best.update(accuracy=val["accuracy"], loss=val["loss"], epoch=epoch)
-                writer.save_weights(model)
-                _write_predictions(writer, setup.manifest, val["predictions"])
-            emit({"event": "epoch", **record, "best": improved})
-            if val["loss"] < best_loss_seen - 1e-4:
-                best_loss_seen, stale_epochs = val["loss"], 0
-            else:
-                stale_epochs += 1
-            if config.early_stopping and stale_epochs >= config.early_stopping:
+                _keep_best(run.writer, setup, val["predictions"])
+            record = EpochEnd(
+                epoch, config.epochs, train_loss, train_accuracy, val["loss"], val["accuracy"],
+                loop.lr, round(loop.images_per_second, 2), improved,
+            )  # fmt: skip
+            history.append(asdict(record))
+            run.emit(record)
+            if _should_stop_early(history, config.early_stopping):
                 message = (
                     f"Stopped early after epoch {epoch}: the validation loss had not improved for "
                     f"{config.early_stopping} epochs."
                 )
                 break
     except StopRequested:
-        status = "stopped"
-        message = f"Stopped on request after {len(history)} complete epoch(s); the best weights so far are kept."
-
-    summary = {
-        **state,
-        "status": status,
-        "epochs_run": len(history),
-        "val_accuracy": history[-1]["val_accuracy"] if history else None,
-        "best_val_accuracy": best["accuracy"] if history else None,
-        "best_epoch": best["epoch"],
-        "val_loss": history[-1]["val_loss"] if history else None,
-        "train_loss": history[-1]["train_loss"] if history else None,
-        "step_seconds": round(progress["train_time"], 2),  # time in optimisation steps only
-        "train_images_per_second": round(progress["images_seen"] / max(progress["train_time"], 1e-9), 2),
-        "batch_size": progress["batch_size"],
-        "feature_cache": setup.use_features,
-        "input": setup.spec.to_dict(),
+        status, message = "stopped", f"Stopped on request after {len(history)} complete epoch(s)."
+    extra = {
+        "step_seconds": round(loop.train_time, 2),  # time in optimisation steps only
+        "train_images_per_second": round(loop.images_per_second, 2),
+        "batch_size": loop.batch_size,
+        "feature_cache": config.feature_cache,
+        "input": run.start["input"],
     }
-    if len(rows["test"]) and history:
-        model.load_state_dict(_read_weights(writer.run_dir / "model.safetensors"))
-        test = _evaluate(batch_logits, rows["test"], labels["test"], autocast, trained_module, model, device)
-        summary.update(test_accuracy=test["accuracy"], test_loss=test["loss"], num_test=len(rows["test"]))
-    summary["message"] = message or (
-        f"Trained {len(history)} epoch(s); best validation accuracy {best['accuracy']:.1%} at epoch {best['epoch']}."
-    )
+    if len(setup.rows["test"]) and history:
+        extra.update(_test_pass(setup, run.writer))
+    summary = build_summary(run.writer.run_dir, status, run.start, history, message, **extra)
+    summary["message"] = " ".join(filter(None, [message, _kept_sentence(summary)]))
     return summary
 
 
-def _write_predictions(writer: RunWriter, manifest: DatasetManifest, predictions: list) -> None:
-    """predictions.csv of the best weights, rewritten with them, so an interrupted run keeps a matching pair."""
-    val_samples, names = manifest.split("val"), manifest.class_names
-    writer.write_predictions([(val_samples[i].path, names[t], names[p], c) for i, t, p, c in predictions])
+def _new_loop(setup: _Setup, run: _Run) -> _Loop:
+    """Optimiser, loss and schedule; the whole learning-rate plan goes out as one event before the first step."""
+    config = setup.config
+    num_train = len(setup.rows["train"])
+    class_weights = _class_weights(setup.labels["train"], len(setup.manifest.class_names))
+    criterion = nn.CrossEntropyLoss(
+        weight=class_weights.to(setup.device) if config.class_balanced else None,
+        label_smoothing=config.label_smoothing,
+    )
+    total_images = config.epochs * num_train
+    loop = _Loop(
+        optimizer=torch.optim.AdamW(_param_groups(setup.model, setup.plan, config), lr=config.lr),
+        criterion=criterion,
+        rng=np.random.default_rng(config.seed),
+        total_images=total_images,
+        warmup_images=min(config.warmup_epochs * num_train, total_images / 2),
+        batch_size=max(1, min(config.batch_size, num_train)),
+    )
+    run.emit(Schedule(planned_lrs(num_train, loop.batch_size, config.epochs, config.lr, loop.warmup_images)))
+    return loop
 
 
-def _evaluate(batch_logits, rows, labels, autocast, trained_module, model, device) -> dict:
-    """Plain cross-entropy and accuracy over `rows`, with (position, true, predicted, confidence) per image."""
-    trained_module.eval()
-    model.eval()
+def _train_epoch_shrinking_on_oom(setup: _Setup, loop: _Loop, run: _Run, epoch: int) -> tuple[float, float]:
+    """One epoch; when the GPU runs out of memory, redo it with half the batch, as if the failed try had not been."""
+    while True:
+        before = replace(loop)
+        try:
+            return _train_epoch(setup, loop, run, epoch)
+        except torch.cuda.OutOfMemoryError:
+            if loop.batch_size == 1:
+                raise
+            loop.images_seen, loop.train_time, loop.step = before.images_seen, before.train_time, before.step
+            loop.batch_size //= 2
+            loop.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            run.emit(Message(f"The GPU ran out of memory; going on with batch size {loop.batch_size}.", "warning"))
+
+
+def _train_epoch(setup: _Setup, loop: _Loop, run: _Run, epoch: int) -> tuple[float, float]:
+    """One pass over the shuffled training images; returns (mean loss, accuracy)."""
+    if setup.trained_module is setup.model:
+        set_train_mode(setup.model)  # frozen BatchNorm layers stay in eval
+    else:
+        setup.trained_module.train()
+    num_train = len(setup.rows["train"])
+    shuffle = loop.rng.permutation(num_train)
+    order, order_labels = setup.rows["train"][shuffle], setup.labels["train"][torch.from_numpy(shuffle)]
+    batches = _batches(num_train, loop.batch_size)
+    loss_sum, correct = 0.0, 0
+    for index, (start, end) in enumerate(batches, start=1):
+        run.check_stop()
+        loss, n_correct = _train_step(setup, loop, order[start:end], order_labels[start:end])
+        loss_sum += loss * (end - start)
+        correct += n_correct
+        speed = loop.images_per_second
+        run.emit(
+            Step(
+                epoch,
+                loop.step,
+                index,
+                len(batches),
+                len(batches) * setup.config.epochs,
+                round(loss, 5),
+                loop.lr,
+                round(speed, 2),
+                round((loop.total_images - loop.images_seen) / speed, 1),
+            )  # fmt: skip
+        )
+    return loss_sum / num_train, correct / num_train
+
+
+def _train_step(setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tensor) -> tuple[float, int]:
+    """One optimiser step on one batch; returns (loss, how many it got right)."""
+    tick = time.perf_counter()
+    loop.lr = setup.config.lr * _lr_factor(loop.images_seen, loop.total_images, loop.warmup_images)
+    for group in loop.optimizer.param_groups:
+        group["lr"] = loop.lr * group["lr_scale"]
+    y = labels.to(setup.device, non_blocking=True)
+    with _autocast(setup.device):
+        logits = setup.batch_logits(rows, True)
+    loss = loop.criterion(logits.float(), y)
+    loop.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.optimizer.step()
+    loss_value = loss.item()  # waits for the device, so the step time below is real
+    loop.train_time += time.perf_counter() - tick
+    loop.images_seen += len(rows)
+    loop.step += 1
+    return loss_value, int((logits.argmax(1) == y).sum())
+
+
+def _evaluate(setup: _Setup, split: str, check_stop: Callable[[], None] = lambda: None) -> dict:
+    """Plain cross-entropy and accuracy over a split, with (position, true, predicted, confidence) per image."""
+    setup.trained_module.eval()
+    setup.model.eval()
+    rows, labels = setup.rows[split], setup.labels[split]
     total_loss, correct, predictions = 0.0, 0, []
     with torch.no_grad():
         for start, end in _batches(len(rows), 64):
-            y = labels[start:end].to(device)
-            with autocast:
-                logits = batch_logits(rows[start:end], False)
+            check_stop()
+            y = labels[start:end].to(setup.device)
+            with _autocast(setup.device):
+                logits = setup.batch_logits(rows[start:end], False)
             logits = logits.float()
             total_loss += F.cross_entropy(logits, y, reduction="sum").item()
             confidence, predicted = logits.softmax(1).max(1)
@@ -412,51 +415,56 @@ def _evaluate(batch_logits, rows, labels, autocast, trained_module, model, devic
     return {"loss": total_loss / n, "accuracy": correct / n, "predictions": predictions}
 
 
-def _backbone_features(model, manifest, decoded_images, spec, backbone, config, device, progress):
-    """Pooled backbone features of every image (eval mode, centre crop), from the disk cache when present."""
-    key = cache.feature_key(manifest, config.backbone, backbone.weights_id, spec.img_size)
-
-    def compute() -> np.ndarray:
-        images = decoded_images()
-        model.eval()
-        out = []
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        all_rows = np.arange(len(images))
-        report = progress("features")
-        with torch.no_grad(), autocast:
-            for start, end in _batches(len(all_rows), 64):
-                x = to_model_input(cache.to_batch(images, all_rows[start:end], device), spec)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
-                report(end, len(all_rows))
-        return torch.cat(out).numpy()
-
-    return cache.cached_features(key, compute)
+def _keep_best(writer: RunWriter, setup: _Setup, predictions: list) -> None:
+    """The best weights so far, and predictions.csv of those weights, so an interrupted run keeps a matching pair."""
+    writer.save_weights(setup.model)
+    val_samples, names = setup.manifest.split("val"), setup.manifest.class_names
+    writer.write_predictions([(val_samples[i].path, names[t], names[p], c) for i, t, p, c in predictions])
 
 
-def _param_groups(model: nn.Module, plan: FreezePlan, lr: float, config: TrainConfig) -> list[dict]:
+def _should_stop_early(history: list[dict], patience: int) -> bool:
+    """True when the last `patience` epochs brought no validation loss better than the best before them."""
+    if not patience or len(history) <= patience:
+        return False
+    best_before = min(h["val_loss"] for h in history[:-patience])
+    return all(h["val_loss"] >= best_before - 1e-4 for h in history[-patience:])
+
+
+def _test_pass(setup: _Setup, writer: RunWriter) -> dict:
+    """The test split, measured once, with the kept (best) weights."""
+    from safetensors.torch import load_file
+
+    setup.model.load_state_dict(load_file(str(writer.run_dir / "model.safetensors")))
+    test = _evaluate(setup, "test")
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "num_test": len(setup.rows["test"])}
+
+
+def _kept_sentence(summary: dict) -> str:
+    if not summary["epochs_run"]:
+        return "No epoch was completed, so no weights were kept."
+    return (
+        f"The kept model is epoch {summary['best_epoch']}'s, the best on validation: "
+        f"{summary['best_val_accuracy']:.1%} accuracy."
+    )
+
+
+# ---------------------------------------------------------------- small pieces
+
+
+def _param_groups(model: nn.Module, plan: FreezePlan, config: TrainConfig) -> list[dict]:
     """Trainable parameters by block (for layer-wise learning rates), with no weight decay on biases and norms."""
     scale_of: dict[str, float] = {}
-    body_trains = plan.frozen_blocks < plan.total_blocks
-    if body_trains:  # the new head starts from zero and has the most to learn: it gets a larger step
-        head = set(plan.head_param_names)
-        scale_of.update(dict.fromkeys(head, config.head_lr_scale))
+    if plan.frozen_blocks < plan.total_blocks:  # the new head starts from zero and has the most to learn
+        scale_of.update(dict.fromkeys(plan.head_param_names, config.head_lr_scale))
     if config.layer_decay:
         for block, scale in zip(plan.blocks, layer_lr_scales(plan, config.layer_decay), strict=True):
             scale_of.update(dict.fromkeys(block.param_names, scale))
     groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            key = (scale_of.get(name, 1.0), param.ndim <= 1)
-            groups.setdefault(key, []).append(param)
+            groups.setdefault((scale_of.get(name, 1.0), param.ndim <= 1), []).append(param)
     return [
-        {
-            "params": params,
-            "lr": lr * scale,
-            "lr_scale": scale,
-            "weight_decay": 0.0 if no_decay else config.weight_decay,
-        }
+        {"params": params, "lr_scale": scale, "weight_decay": 0.0 if no_decay else config.weight_decay}
         for (scale, no_decay), params in groups.items()
     ]
 
@@ -490,37 +498,9 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _read_weights(path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def _start_fields(config, backbone, device, manifest, plan, train_set, val_set) -> dict:
-    return {
-        "backbone": config.backbone,
-        "weights": backbone.weights,
-        "device": str(device),
-        "num_classes": len(manifest.class_names),
-        "class_names": manifest.class_names,
-        "num_train": len(train_set),
-        "num_val": len(val_set),
-        "frozen_blocks": plan.frozen_blocks,
-        "total_blocks": plan.total_blocks,
-        "trainable_params": plan.trainable_params,
-        "total_params": plan.total_params,
-    }
-
-
-def _summary_without_training(writer: RunWriter, state: dict, status: str, message: str) -> dict:
-    return {
-        **state,
-        "run_dir": str(writer.run_dir),
-        "status": status,
-        "epochs_run": 0,
-        "val_accuracy": None,
-        "best_val_accuracy": None,
-        "val_loss": None,
-        "train_images_per_second": 0.0,
-        "message": message,
-    }
+def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x

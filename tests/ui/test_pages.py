@@ -5,7 +5,9 @@ The tests assert on what a person sees: class names and counts, accuracy, labels
 
 from __future__ import annotations
 
+import csv
 import io
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -239,7 +241,7 @@ def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     assert metric(at, "Epochs done") == "3 of 3"
     best = max(h["val_accuracy"] for h in snap.history)
     assert metric(at, "Best validation accuracy") == f"{best:.1%}"
-    assert "Final validation accuracy" in shown
+    assert f"Kept model: epoch {snap.summary['best_epoch']}'s weights, validation accuracy {best:.1%}" in shown
     assert at.session_state["hs_run"] == snap.run_dir
     assert len(at.get("plotly_chart")) == 4  # strip, loss, accuracy, learning rate
 
@@ -296,10 +298,21 @@ def test_run_pages_without_a_run(open_page, empty_runs, page):
     assert not at.get("download_button")
 
 
-def test_evaluate_with_a_run(open_page, finished_run):
-    expected = evaluate_run(finished_run)
-    at = open_page("pages/evaluate.py", state={"hs_run": str(finished_run)})
-    assert at.selectbox(key="evaluate_run").value == str(finished_run)
+def test_evaluate_with_a_run(open_page, finished_run, tmp_path, monkeypatch):
+    # A copy of the real run whose first validation picture is a mistake, so the mistakes section always shows.
+    run = tmp_path / "runs" / finished_run.name
+    shutil.copytree(finished_run, run)
+    rows = list(csv.DictReader((run / "predictions.csv").read_text().splitlines()))
+    rows[0]["predicted"] = next(c for c in DIGITS if c != rows[0]["true"])
+    with open(run / "predictions.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.setenv("HEADSTART_RUNS_DIR", str(tmp_path / "runs"))
+    expected = evaluate_run(run)
+    assert expected.mistakes
+    at = open_page("pages/evaluate.py", state={"hs_run": str(run)})
+    assert at.selectbox(key="evaluate_run").value == str(run)
     assert "backbone features from the cache" in texts(at)  # the fixture's run trains the head on cached features
     assert metric(at, "Validation accuracy") == f"{expected.accuracy:.1%}"
     assert metric(at, "Validation pictures") == str(expected.num_images)
@@ -308,11 +321,12 @@ def test_evaluate_with_a_run(open_page, finished_run):
     assert list(per_class["class"]) == DIGITS
     assert per_class["support"].sum() == expected.num_images
     assert len(at.get("plotly_chart")) == 2  # confusion matrix, accuracy curve
-    if expected.mistakes:
-        assert len(at.image) == min(12, len(expected.mistakes))
-        at.toggle(key="evaluate_heat").set_value(True).run()
-        assert_clean(at)
-        assert len(at.image) == min(12, len(expected.mistakes))  # the same pictures, now with their heat maps
+    assert len(at.image) == min(12, len(expected.mistakes))
+    plain = [img.proto.imgs[0].url for img in at.image]
+    at.toggle(key="evaluate_heat").set_value(True).run()
+    assert_clean(at)
+    assert len(at.image) == min(12, len(expected.mistakes))  # the same pictures, now with their heat maps
+    assert [img.proto.imgs[0].url for img in at.image] != plain
 
 
 def test_predict_with_a_run(open_page, finished_run, digits_dir):

@@ -1,0 +1,125 @@
+"""TrainConfig: every setting of a training run, its default and its help, in one place.
+
+The CLI's options and the web app's widgets are both derived from these fields (`cli.add_config_options`,
+`TrainConfig.defaults()`), so a setting exists, with one default, everywhere at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING
+
+from tl_core import settings
+from tl_core.data import DEFAULT_VAL_FRACTION
+
+if TYPE_CHECKING:
+    from tl_core.freezing import FreezePlan
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AUGMENT_CHOICES = ("auto", "on", "off")
+DEFAULT_LR = 1e-3
+
+
+def _option(help: str, **argparse_extra) -> dict:
+    """Field metadata: the help a person reads (CLI and page), plus anything argparse needs beyond the type."""
+    return {"help": help, **argparse_extra}
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = field(metadata=_option("folder (or .zip) with one sub-folder per class, or train/ and val/"))
+    backbone: str = field(default="tf_efficientnet_lite0", metadata=_option("a timm model name", metavar="NAME"))
+    weights: str = field(
+        default="auto",
+        metadata=_option(
+            "auto: the hub if reachable, else the offline package; none trains from random weights",
+            metavar="auto|hub|offline|none|PATH",
+        ),
+    )
+    freeze: str | int = field(
+        default="all",
+        metadata=_option(
+            "all: only the new head trains; none: everything trains; K: the first K blocks stay frozen",
+            metavar="all|none|K",
+        ),
+    )
+    epochs: int = field(default=10, metadata=_option("passes over the training pictures"))
+    batch_size: int = field(default=32, metadata=_option("pictures per training step"))
+    lr: float | None = field(
+        default=None, metadata=_option(f"peak learning rate (default {DEFAULT_LR:g}; the new head 3x that)")
+    )
+    img_size: int | None = field(default=None, metadata=_option("square input size (default: the backbone's own)"))
+    val_split: float = field(default=DEFAULT_VAL_FRACTION, metadata=_option("share of each class kept for validation"))
+    test_split: float = field(default=0.0, metadata=_option("share of each class kept for a final test"))
+    seed: int = field(default=0, metadata=_option("same seed, same split, same result"))
+    device: str = field(default="auto", metadata=_option("where to train", choices=DEVICES))
+    runs_dir: str = field(
+        default_factory=lambda: str(settings.runs_dir()), metadata=_option("where run folders go", metavar="DIR")
+    )
+    augment: str = field(
+        default="auto",
+        metadata=_option("random crops and flips; auto: on when backbone blocks train", choices=AUGMENT_CHOICES),
+    )
+    label_smoothing: float = field(default=0.1, metadata=_option("keeps the model from over-confidence"))
+    class_balanced: bool = field(default=False, metadata=_option("weight the loss so small classes count as much"))
+    weight_decay: float = field(default=0.05, metadata=_option("AdamW weight decay (not on biases and norms)"))
+    warmup_epochs: float = field(default=1.0, metadata=_option("epochs over which the learning rate grows"))
+    early_stopping: int = field(
+        default=5, metadata=_option("epochs without a better validation loss before stopping; 0: off", metavar="N")
+    )
+    layer_decay: float | None = field(
+        default=None, metadata=_option("e.g. 0.75: each block further from the head learns 0.75x as fast")
+    )
+    feature_cache: bool = field(
+        default=True, metadata=_option("with the whole backbone frozen and no augmentation, compute features once")
+    )
+    head_lr_scale: float = field(
+        default=3.0, metadata=_option("when backbone blocks train, the new head learns this many times faster")
+    )
+    compile: bool = field(default=False, metadata=_option("torch.compile the model (CUDA only: pays on long runs)"))
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"{name.replace('_', ' ').capitalize()} must be at least 1, not {getattr(self, name)}."
+                )
+        if self.img_size is not None and self.img_size < 16:
+            raise ValueError(f"The image size must be at least 16 pixels, not {self.img_size}.")
+        freeze = str(self.freeze)
+        if freeze not in ("all", "none") and not freeze.isdigit():
+            raise ValueError(f"Freeze takes all, none or a number of blocks, not '{self.freeze}'.")
+        if self.augment not in AUGMENT_CHOICES:
+            raise ValueError(f"Augmentation is auto, on or off, not '{self.augment}'.")
+        if self.device not in DEVICES:
+            raise ValueError(f"The device is one of {', '.join(DEVICES)}, not '{self.device}'.")
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every field's default (data_dir has none)."""
+        return {
+            f.name: f.default if f.default_factory is MISSING else f.default_factory()
+            for f in fields(cls)
+            if f.default is not MISSING or f.default_factory is not MISSING
+        }
+
+    def resolved(self, plan: FreezePlan, img_size: int) -> TrainConfig:
+        """The settings as they will run: one meaning per choice, whatever words chose it.
+
+        The freeze plan decides: freezing every block is 'all' however it was asked for; augmentation 'auto' is on
+        only when backbone blocks train; the feature cache applies only to a frozen backbone without augmentation.
+        """
+        head_only = plan.frozen_blocks == plan.total_blocks
+        augment = self.augment == "on" or (self.augment == "auto" and not head_only)
+        freeze = "all" if head_only else "none" if plan.frozen_blocks == 0 else str(plan.frozen_blocks)
+        return replace(
+            self,
+            freeze=freeze,
+            augment="on" if augment else "off",
+            lr=self.lr if self.lr is not None else DEFAULT_LR,
+            img_size=img_size,
+            feature_cache=self.feature_cache and head_only and not augment,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
