@@ -411,8 +411,7 @@ def show_outcome(snap) -> None:
             st.session_state[ui.RUN] = snap.run_dir
         summary = snap.summary or {}
         st.caption(
-            f"Kept model: epoch {summary.get('best_epoch')}'s weights, validation accuracy "
-            f"{ui.pct(summary.get('best_val_accuracy'))} (the last epoch reached {ui.pct(summary.get('val_accuracy'))})"
+            f"The last epoch reached {ui.pct(summary.get('val_accuracy'))} validation accuracy"
             f" · trained in {ui.duration(summary.get('train_seconds'))}"
             + (
                 f" · test accuracy {ui.pct(summary['test_accuracy'])}"

@@ -197,7 +197,7 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
         if not screenshot_taken and len(seen) >= 2 and page.evaluate(ACCURACY_POINTS_JS) >= 3:
             _shot(page, "3-train-running")  # mid-run, a few epochs in: the README's picture of the Train page
             screenshot_taken = True
-        if page.get_by_text("Kept model: epoch").count():
+        if page.get_by_text("The kept model is epoch").count():
             break
         page.wait_for_timeout(500)
     else:
@@ -208,7 +208,7 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     if not screenshot_taken:
         _shot(page, "3-train-running")
     _no_exception(page)
-    final = page.get_by_text("Kept model: epoch").first.inner_text()
+    final = page.get_by_text("The kept model is epoch").first.inner_text()
     assert "%" in final
     _shot(page, "3-train-finished")
 

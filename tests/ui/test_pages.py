@@ -241,7 +241,7 @@ def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     assert metric(at, "Epochs done") == "3 of 3"
     best = max(h["val_accuracy"] for h in snap.history)
     assert metric(at, "Best validation accuracy") == f"{best:.1%}"
-    assert f"Kept model: epoch {snap.summary['best_epoch']}'s weights, validation accuracy {best:.1%}" in shown
+    assert f"The kept model is epoch {snap.summary['best_epoch']}'s, the best on validation: {best:.1%}" in shown
     assert at.session_state["hs_run"] == snap.run_dir
     assert len(at.get("plotly_chart")) == 4  # strip, loss, accuracy, learning rate
 
