@@ -80,6 +80,78 @@ RUN = "hs_run"  # run folder (str) picked on Evaluate/Predict/Export, or the las
 JOB = "hs_job"  # id of the job this session started last
 
 
+# ---------------------------------------------------------------- choices that survive a refresh
+# A refresh, a second tab or a server restart is a new session with empty state. Each browser carries a random id
+# in a cookie; the choices below are saved under it after every run of a page and restored once per session.
+BROWSER_COOKIE = "headstart_browser"
+RESTORED = "hs_restored"
+_BROWSER_ID_JS = """
+export default function ({ setStateValue }) {
+  const found = document.cookie.match(/(?:^|; )headstart_browser=([0-9a-f]{32})/);
+  let id = found && found[1];
+  if (!id) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    document.cookie = `headstart_browser=${id}; path=/; max-age=31536000; SameSite=Lax`;
+  }
+  setStateValue("id", id);
+}
+"""
+
+
+def browser_id() -> str | None:
+    """This browser's id: from its cookie, or (first visit) from a tiny component that sets the cookie."""
+    from tl_core.browser_state import is_valid_id
+
+    cookie = st.context.cookies.get(BROWSER_COOKIE)
+    if is_valid_id(cookie):
+        return cookie
+    component = st.components.v2.component("headstart_browser_id", js=_BROWSER_ID_JS)
+    found = getattr(component(key="hs_browser_id", on_id_change=lambda: None, height=0), "id", None)
+    return found if is_valid_id(found) else None
+
+
+def persisted_keys() -> list[str]:
+    """The session-state keys worth keeping: the data set, the model, the run, and every training setting."""
+    from tl_core.config import TrainConfig
+
+    settings_keys = [f"train_{name}" for name in TrainConfig.defaults()]
+    page_keys = ["train_freeze_depth", "train_strategy", "train_depth_backbone", "data_source"]
+    return [DATASET, BACKBONE, WEIGHTS, RUN, JOB, *settings_keys, *page_keys]
+
+
+def restore_choices() -> None:
+    """Once per session: put back what this browser had chosen (a data set only if it is still on disk)."""
+    from tl_core import browser_state
+
+    if st.session_state.get(RESTORED):
+        return
+    found = browser_id()
+    if found is None:
+        return
+    st.session_state[RESTORED] = True
+    saved = browser_state.load(found)
+    dataset = saved.get(DATASET)
+    if isinstance(dataset, dict) and not Path(str(dataset.get("path", ""))).exists():
+        saved.pop(DATASET)
+    for key in persisted_keys():
+        if key in saved and key not in st.session_state:
+            st.session_state[key] = saved[key]
+
+
+def remember_choices() -> None:
+    """Save this session's choices for its browser (after each run of a page; skipped when nothing changed)."""
+    from tl_core import browser_state
+
+    found = st.session_state.get(RESTORED) and browser_id()
+    if not found:
+        return
+    state = {key: st.session_state[key] for key in persisted_keys() if key in st.session_state}
+    if state != st.session_state.get("hs_saved_choices"):
+        browser_state.save(found, state)
+        st.session_state["hs_saved_choices"] = state
+
+
 # ---------------------------------------------------------------- errors as sentences
 
 

@@ -28,7 +28,7 @@ with right:
     if snap is not None and snap.active:
         from tl_core.backbones import label_for
 
-        what = f"{label_for(snap.config['backbone'])}, epoch {snap.epoch}/{snap.epochs}"
+        what = f"{label_for(snap.config['backbone'])} on {snap.data_label or 'a data set'}, epoch {snap.epoch}/{snap.epochs}"
         if snap.state == "queued":
             what = f"waiting in the queue ({snap.queue_position} ahead): {label_for(snap.config['backbone'])}"
         st.metric("Job", snap.state, help=snap.id)

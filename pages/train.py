@@ -304,7 +304,7 @@ with setup:
     for key, clicked_now in (("train_start", clicked), ("train_quick", clicked_quick)):
         if clicked_now and not already[key]:
             with ui.user_errors("Training could not start"):
-                job = ui.job_manager().submit(configs[key], manifest)
+                job = ui.job_manager().submit(configs[key], manifest, dataset["origin"])
                 st.session_state[ui.JOB] = job.id
                 st.session_state["train_submitted"] = job.id
                 st.rerun()

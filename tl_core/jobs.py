@@ -47,6 +47,7 @@ class JobSnapshot:
     messages: list[str] = field(default_factory=list)
     start_info: dict = field(default_factory=dict)
     stopping: bool = False  # stop was asked for; the job ends at its next step
+    data_label: str = ""  # the data set as the person who started it knows it ("folder 'leaves'")
     run_dir: str | None = None
     summary: dict | None = None
     error: str | None = None
@@ -68,7 +69,9 @@ class JobSnapshot:
 
 
 class Job:
-    def __init__(self, job_id: str, config: TrainConfig, device: str, manager: JobManager, manifest=None):
+    def __init__(
+        self, job_id: str, config: TrainConfig, device: str, manager: JobManager, manifest=None, data_label: str = ""
+    ):
         self.config = config
         self._manifest = manifest  # the data set as the page scanned it: the job does not read it again
         self._manager = manager
@@ -76,7 +79,13 @@ class Job:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._snap = JobSnapshot(
-            job_id, device, "queued", asdict(config), submitted_at=time.time(), epochs=config.epochs
+            job_id,
+            device,
+            "queued",
+            asdict(config),
+            submitted_at=time.time(),
+            epochs=config.epochs,
+            data_label=data_label,
         )
 
     @property
@@ -156,7 +165,7 @@ class JobManager:
         self._ids = itertools.count(1)
         self._closed = False
 
-    def submit(self, config: TrainConfig, manifest: DatasetManifest | None = None) -> Job:
+    def submit(self, config: TrainConfig, manifest: DatasetManifest | None = None, data_label: str = "") -> Job:
         """Queue a training, or return the job already queued or running with the same config (one click, one job).
 
         `manifest` is the data set as already scanned with the config's split settings: the job does not rescan it.
@@ -167,7 +176,7 @@ class JobManager:
                 raise RuntimeError("The job manager is shut down.")
             if existing := self._find_active(config):
                 return existing  # a second click on the same Start: the job it already started
-            job = Job(f"job-{next(self._ids)}-{int(time.time())}", config, device, self, manifest)
+            job = Job(f"job-{next(self._ids)}-{int(time.time())}", config, device, self, manifest, data_label)
             self._jobs[job.id] = job
             self._waiting.setdefault(device, []).append(job)
             if device not in self._threads:
