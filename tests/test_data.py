@@ -100,8 +100,10 @@ def test_clear_errors_when_nothing_can_be_trained(tmp_path):
     with pytest.raises(DataError, match="no folder or zip"):
         scan_dataset(tmp_path / "missing")
     _make_classes(tmp_path / "one", {"only": 5})
-    with pytest.raises(DataError, match="at least two sub-folders"):
+    with pytest.raises(DataError, match="at least two sub-folders") as error:
         scan_dataset(tmp_path / "one")
+    assert str(tmp_path) not in str(error.value)  # the folder's name, never a server path
+    assert "found 1 ('only'): pick the folder that holds it and the other classes" in str(error.value)
 
 
 def test_zip_with_wrapper_folder_and_escaping_paths(tmp_path):

@@ -114,8 +114,9 @@ def scan_dataset(
     class_names = sorted({d.name for dirs in class_dirs_by_split.values() for d in dirs})
     if len(class_names) < 2:
         raise DataError(
-            f"'{root}' needs at least two sub-folders, one per class (for example 'cats/' and 'dogs/'); "
-            f"found {len(class_names)}."
+            f"The folder '{root.name}' needs at least two sub-folders, one per class (for example 'cats/' and "
+            f"'dogs/'); found {len(class_names)}"
+            + (f" ('{class_names[0]}'): pick the folder that holds it and the other classes." if class_names else ".")
         )
 
     candidates = _candidates(class_dirs_by_split, class_names)
