@@ -11,6 +11,7 @@ with `browser_cores_busy`: Chromium's CPU seconds per second of the UI run (what
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -27,6 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tl_core.cli import config_argv  # noqa: E402
+from tl_core.config import TrainConfig  # noqa: E402
 from tl_core.samples import build_sample  # noqa: E402
 
 LAUNCH_ARGS = [
@@ -124,42 +127,10 @@ def train_from_page(
 
 
 def train_from_cli(config: dict, runs: Path, env: dict) -> dict:
-    args = [
-        sys.executable,
-        "-m",
-        "tl_core",
-        "train",
-        config["data_dir"],
-        "--backbone",
-        config["backbone"],
-        "--weights",
-        config["weights"],
-        "--freeze",
-        str(config["freeze"]),
-        "--epochs",
-        str(config["epochs"]),
-        "--batch-size",
-        str(config["batch_size"]),
-        "--lr",
-        str(config["lr"]),
-        "--img-size",
-        str(config["input"]["img_size"]),
-        "--val-split",
-        str(config["val_split"]),
-        "--seed",
-        str(config["seed"]),
-        "--augment",
-        "on" if config["augment"] else "off",
-        "--early-stopping",
-        str(config["early_stopping"]),
-        "--label-smoothing",
-        str(config["label_smoothing"]),
-        "--runs-dir",
-        str(runs),
-        "--json",
-    ]
-    if config["class_balanced"]:
-        args.append("--class-balanced")
+    """The same training from the command line: the page run's resolved config.json, as CLI arguments."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    same = TrainConfig(**{**{k: v for k, v in config.items() if k in fields}, "runs_dir": str(runs)})
+    args = [sys.executable, "-m", "tl_core", "train", *config_argv(same), "--json"]
     done = subprocess.run(
         args, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True
     )

@@ -78,3 +78,11 @@ def test_every_setting_is_a_cli_option_with_the_config_default():
 def test_bad_settings_are_refused_with_a_sentence(field, value, sentence):
     with pytest.raises(ValueError, match=sentence):
         TrainConfig("photos", **{field: value})
+
+
+def test_a_config_survives_the_trip_through_the_command_line():
+    from tl_core.cli import config_argv
+
+    config = TrainConfig("photos", freeze="3", lr=0.01, compile=True, feature_cache=False, layer_decay=0.75)
+    args = _parser().parse_args(["train", *config_argv(config)])
+    assert TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}) == config

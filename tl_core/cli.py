@@ -93,6 +93,20 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=defaults[f.name], **meta)
 
 
+def config_argv(config) -> list[str]:
+    """`train` arguments that rebuild `config` (a TrainConfig): the inverse of add_config_options."""
+    argv = [str(config.data_dir)]
+    for name, value in dataclasses.asdict(config).items():
+        flag = "--" + name.replace("_", "-")
+        if name == "data_dir" or value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 def _train(args) -> int:
     from tl_core.config import TrainConfig
     from tl_core.training import train
