@@ -85,6 +85,7 @@ JOB = "hs_job"  # id of the job this session started last
 # in a cookie; the choices below are saved under it after every run of a page and restored once per session.
 BROWSER_COOKIE = "headstart_browser"
 RESTORED = "hs_restored"
+RESTORED_WIDGETS = "hs_restored_widgets"
 _BROWSER_ID_JS = """
 export default function ({ setStateValue }) {
   const found = document.cookie.match(/(?:^|; )headstart_browser=([0-9a-f]{32})/);
@@ -111,17 +112,26 @@ def browser_id() -> str | None:
     return found if is_valid_id(found) else None
 
 
-def persisted_keys() -> list[str]:
-    """The session-state keys worth keeping: the data set, the model, the run, and every training setting."""
+def _widget_keys() -> list[str]:
+    """Keys of widgets that keep their value across pages (persist_state): restored as their starting value."""
     from tl_core.config import TrainConfig
 
-    settings_keys = [f"train_{name}" for name in TrainConfig.defaults()]
-    page_keys = ["train_freeze_depth", "train_strategy", "train_depth_backbone", "data_source"]
-    return [DATASET, BACKBONE, WEIGHTS, RUN, JOB, *settings_keys, *page_keys]
+    return [f"train_{name}" for name in TrainConfig.defaults()]
+
+
+def persisted_keys() -> list[str]:
+    """The session-state keys worth keeping: the data set, the model, the run, and every training setting."""
+    return [DATASET, BACKBONE, WEIGHTS, RUN, JOB, "train_freeze_depth", "train_strategy", "train_depth_backbone"] + (
+        _widget_keys()
+    )
 
 
 def restore_choices() -> None:
-    """Once per session: put back what this browser had chosen (a data set only if it is still on disk)."""
+    """Once per session: put back what this browser had chosen (a data set only if it is still on disk).
+
+    Widgets get theirs as their starting value (`restored`); a value written into a persisted widget's key before
+    it first shows is not reliably taken (Streamlit's persist_state bookkeeping wins).
+    """
     from tl_core import browser_state
 
     if st.session_state.get(RESTORED):
@@ -134,9 +144,16 @@ def restore_choices() -> None:
     dataset = saved.get(DATASET)
     if isinstance(dataset, dict) and not Path(str(dataset.get("path", ""))).exists():
         saved.pop(DATASET)
+    widgets = set(_widget_keys())
+    st.session_state[RESTORED_WIDGETS] = {k: v for k, v in saved.items() if k in widgets}
     for key in persisted_keys():
-        if key in saved and key not in st.session_state:
+        if key in saved and key not in widgets and key not in st.session_state:
             st.session_state[key] = saved[key]
+
+
+def restored(key: str, default):
+    """The value this browser last had for the widget `key`, else `default`."""
+    return st.session_state.get(RESTORED_WIDGETS, {}).get(key, default)
 
 
 def remember_choices() -> None:
@@ -147,6 +164,8 @@ def remember_choices() -> None:
     if not found:
         return
     state = {key: st.session_state[key] for key in persisted_keys() if key in st.session_state}
+    for key, value in st.session_state.get(RESTORED_WIDGETS, {}).items():
+        state.setdefault(key, value)  # a setting whose widget this page does not show stays as it was
     if state != st.session_state.get("hs_saved_choices"):
         browser_state.save(found, state)
         st.session_state["hs_saved_choices"] = state

@@ -45,9 +45,17 @@ def strategy_for(depth: int, total: int) -> str | None:
     return next((s for s in STRATEGIES if depth_for(s, total) == depth), None)
 
 
-def config_setting(widget, label: str, name: str, *args, **kwargs):
-    """A widget for the TrainConfig field `name`: its key is train_<name>, its default the config's own."""
-    return widget(label, *args, key=f"train_{name}", persist_state="session", **kwargs)
+def config_setting(widget, label: str, name: str, default=None, **kwargs):
+    """A widget for the TrainConfig field `name`: keyed train_<name>, starting from what this browser chose last
+    (after a refresh or in a second tab), else from `default`, else from the config's own default."""
+    key = f"train_{name}"
+    value = ui.restored(key, DEFAULTS[name] if default is None else default)
+    if widget.__name__ in ("radio", "selectbox"):  # these take the position of their value
+        options = kwargs["options"]
+        kwargs["index"] = options.index(value) if value in options else 0
+    else:
+        kwargs["value"] = value
+    return widget(label, key=key, persist_state="session", **kwargs)
 
 
 def make_config(depth: int, **overrides) -> TrainConfig:
@@ -139,15 +147,14 @@ with setup:
         "epochs",
         min_value=1,
         max_value=500,
-        value=DEFAULTS["epochs"],
         help="One epoch = every training picture seen once. Training stops early when validation stops improving.",
     )
     config_setting(
         s2.select_slider,
         "Image size (px)",
         "img_size",
+        default=default_size,
         options=sorted(set(IMG_SIZES + [default_size])),
-        value=default_size,
         help="Pictures are resized to this square. Smaller trains faster; the backbone's own size is usually best.",
     )
     config_setting(
@@ -155,7 +162,6 @@ with setup:
         "Batch size",
         "batch_size",
         options=[4, 8, 16, 32, 64, 128],
-        value=DEFAULTS["batch_size"],
         help="Pictures per training step. Lower it if the computer runs out of memory.",
     )
     with st.expander("Advanced"):
@@ -164,7 +170,7 @@ with setup:
             a1.select_slider,
             "Learning rate",
             "lr",
-            options=[DEFAULTS["lr"], 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+            options=[None, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
             format_func=lambda v: "auto" if v is None else f"{v:g}",
             help="How big each learning step is. Auto: 1e-3 (the new head takes 3x bigger steps when more layers train).",
         )
@@ -172,7 +178,7 @@ with setup:
             a2.radio,
             "Augmentation",
             "augment",
-            ["auto", "on", "off"],
+            options=["auto", "on", "off"],
             horizontal=True,
             help="Random crops and flips so the model sees varied pictures. Auto: on when the backbone trains.",
         )
@@ -180,65 +186,59 @@ with setup:
             a3.slider,
             "Label smoothing",
             "label_smoothing",
-            0.0,
-            0.3,
-            DEFAULTS["label_smoothing"],
-            0.05,
+            min_value=0.0,
+            max_value=0.3,
+            step=0.05,
             help="Keeps the model from becoming over-confident.",
         )
         config_setting(
             a1.slider,
             "Validation share",
             "val_split",
-            0.05,
-            0.5,
-            DEFAULTS["val_split"],
-            0.05,
+            min_value=0.05,
+            max_value=0.5,
+            step=0.05,
             help="Share of each class kept aside to measure accuracy (ignored when your data has train/ and val/).",
         )
         config_setting(
             a2.slider,
             "Test share",
             "test_split",
-            0.0,
-            0.4,
-            DEFAULTS["test_split"],
-            0.05,
+            min_value=0.0,
+            max_value=0.4,
+            step=0.05,
             help="Share kept aside and measured only once, at the end, with the best weights.",
         )
         config_setting(
             a3.number_input,
             "Seed",
             "seed",
-            0,
-            1_000_000,
-            DEFAULTS["seed"],
+            min_value=0,
+            max_value=1_000_000,
             help="Same seed, same split and same result.",
         )
-        config_setting(a1.number_input, "Weight decay", "weight_decay", 0.0, 1.0, DEFAULTS["weight_decay"], 0.01)
+        config_setting(a1.number_input, "Weight decay", "weight_decay", min_value=0.0, max_value=1.0, step=0.01)
         config_setting(
             a2.number_input,
             "Warm-up epochs",
             "warmup_epochs",
-            0.0,
-            10.0,
-            DEFAULTS["warmup_epochs"],
-            0.5,
+            min_value=0.0,
+            max_value=10.0,
+            step=0.5,
             help="The learning rate grows from near zero over these epochs, then decays.",
         )
         config_setting(
             a3.number_input,
             "Early stopping (epochs without progress, 0 = off)",
             "early_stopping",
-            0,
-            100,
-            DEFAULTS["early_stopping"],
+            min_value=0,
+            max_value=100,
         )
         config_setting(
             a1.select_slider,
             "Layer-wise learning rate decay",
             "layer_decay",
-            options=[DEFAULTS["layer_decay"], 0.9, 0.8, 0.75, 0.65, 0.5],
+            options=[None, 0.9, 0.8, 0.75, 0.65, 0.5],
             format_func=lambda v: "off" if v is None else f"{v:g}",
             help="Blocks further from the head learn more slowly (0.75: each block 0.75x the next).",
         )
@@ -246,23 +246,20 @@ with setup:
             a2.toggle,
             "Class-balanced loss",
             "class_balanced",
-            DEFAULTS["class_balanced"],
             help="Every class counts equally, however many pictures it has.",
         )
         config_setting(
             a3.toggle,
             "Feature cache",
             "feature_cache",
-            DEFAULTS["feature_cache"],
             help="When the whole backbone is frozen and augmentation is off, compute its features once and reuse them.",
         )
         on_gpu = ui.device_type() == "cuda"
-        config_setting(a1.selectbox, "Device", "device", ["auto", "cpu"] + (["cuda"] if on_gpu else []))
+        config_setting(a1.selectbox, "Device", "device", options=["auto", "cpu"] + (["cuda"] if on_gpu else []))
         config_setting(
             a2.toggle,
             "Compile the model",
             "compile",
-            DEFAULTS["compile"],
             disabled=not on_gpu,
             help="torch.compile: a minute of compiling that pays on long GPU runs (GPU only).",
         )
