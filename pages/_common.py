@@ -85,6 +85,7 @@ JOB = "hs_job"  # id of the job this session started last
 # in a cookie; the choices below are saved under it after every run of a page and restored once per session.
 BROWSER_COOKIE = "headstart_browser"
 RESTORED = "hs_restored"
+BROWSER_ID = "hs_browser"
 RESTORED_WIDGETS = "hs_restored_widgets"
 _BROWSER_ID_JS = """
 export default function ({ setStateValue }) {
@@ -107,9 +108,14 @@ def browser_id() -> str | None:
     cookie = st.context.cookies.get(BROWSER_COOKIE)
     if is_valid_id(cookie):
         return cookie
+    if is_valid_id(st.session_state.get(BROWSER_ID)):  # the cookie was set during this session: not in its headers
+        return st.session_state[BROWSER_ID]
     component = st.components.v2.component("headstart_browser_id", js=_BROWSER_ID_JS)
     found = getattr(component(key="hs_browser_id", on_id_change=lambda: None, height=0), "id", None)
-    return found if is_valid_id(found) else None
+    if is_valid_id(found):
+        st.session_state[BROWSER_ID] = found
+        return found
+    return None
 
 
 def _widget_keys() -> list[str]:
