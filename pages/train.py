@@ -332,7 +332,9 @@ def progress_text(snap) -> str:
 
 def show_progress(snap) -> None:
     cfg = snap.config
-    what = f"{label_for(cfg['backbone'])}, {cfg['epochs']} epochs, freeze {cfg['freeze']}"
+    start = snap.start_info  # known once the model is built: the freeze depth as it runs
+    frozen = f"{start['frozen_blocks']}/{start['total_blocks']} blocks frozen" if start else f"freeze {cfg['freeze']}"
+    what = f"{label_for(cfg['backbone'])}, {cfg['epochs']} epochs, {frozen}"
     state = "stopping at the next step..." if snap.stopping else snap.state
     st.markdown(f"**{snap.id}** · {what} · on {snap.device} · **{state}**")
     if snap.state == "queued":
