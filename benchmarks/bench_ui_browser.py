@@ -96,7 +96,7 @@ def train_from_page(
     page.get_by_text("Recent runs").wait_for(timeout=60_000)
     page.get_by_role("link", name="1. Data").first.click()
     with page.expect_file_chooser() as chooser:
-        page.locator('[data-testid="stFileUploaderDropzone"]').first.click()
+        page.get_by_text("Choose a folder").click()  # Headstart's folder uploader
     chooser.value.set_files(str(images))
     page.get_by_text("Samples per class").wait_for(timeout=120_000)
     page.get_by_role("link", name="3. Train").first.click()

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pages import _common as ui
+from pages._folder_upload import folder_uploader
 from tl_core import settings, uploads
 from tl_core.plots import class_counts_figure
 from tl_core.samples import SAMPLES, build_sample
@@ -30,16 +31,8 @@ if source == "folder":
         "Pick the folder that holds the class folders, e.g. `animals/` containing `cats/` and `dogs/`. "
         "The pictures are saved once on the server; the folder names become the class names."
     )
-    files = st.file_uploader(
-        "Folder of pictures", accept_multiple_files="directory", key=f"data_folder_upload_{generation}"
-    )
-    if files:
-        with ui.user_errors("The folder could not be saved"), st.spinner("Saving the pictures on the server..."):
-            folder = uploads.store_folder((f.name, f.getbuffer()) for f in files)
-            name = uploads.folder_name(f.name for f in files)
-            ui.set_dataset(folder, f"uploaded folder '{name}'")
-            st.session_state["data_upload_generation"] = generation + 1  # frees the upload from memory
-            st.rerun()
+
+    folder_uploader(lambda folder, label: ui.set_dataset(folder, f"uploaded folder '{label}'"))
 elif source == "zip":
     st.caption("A .zip of the folder that holds the class folders (or of `train/` and `val/` folders that hold them).")
     archive = st.file_uploader("Zip file", type=["zip"], key=f"data_zip_upload_{generation}")
@@ -89,7 +82,6 @@ if dataset is None:
     st.stop()
 
 st.subheader(f"Your data set: {dataset['origin']}")
-st.caption(f"Stored at `{dataset['path']}`")
 val_split, test_split, seed = ui.split_settings()
 manifest = None
 with ui.user_errors("Headstart cannot use these pictures"), st.spinner("Checking every picture..."):
@@ -97,6 +89,8 @@ with ui.user_errors("Headstart cannot use these pictures"), st.spinner("Checking
 if manifest is None:
     st.stop()
 
+problems = [{"file": p.path, "why": p.reason} for p in manifest.skipped]
+problems += [{"file": name, "why": f"not uploaded: {why}"} for name, why in uploads.not_uploaded(dataset["path"])]
 counts = {split: manifest.class_counts(split) for split in ("train", "val", "test")}
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Classes", len(manifest.class_names))
@@ -106,7 +100,7 @@ c3.metric(
     f"{sum(counts['train'].values())} / {sum(counts['val'].values())}",
     help="The model learns from the training pictures; the validation pictures are kept aside to measure it.",
 )
-c4.metric("Skipped files", len(manifest.skipped))
+c4.metric("Skipped files", len(problems))
 st.caption(
     "Headstart keeps "
     + (
@@ -119,13 +113,13 @@ st.caption(
 st.plotly_chart(class_counts_figure(counts), key="data_counts_chart")
 
 st.subheader("Problems found")
-if not manifest.warnings and not manifest.skipped:
+if not manifest.warnings and not problems:
     st.success("No problem found: every file is a usable picture and the classes look balanced.")
 for warning in manifest.warnings:
     st.warning(warning)
-if manifest.skipped:
-    st.write(f"{len(manifest.skipped)} file(s) were skipped and will not be used:")
-    st.dataframe([{"file": p.path, "why": p.reason} for p in manifest.skipped], hide_index=True, key="data_skipped")
+if problems:
+    st.write(f"{len(problems)} file(s) were skipped and will not be used:")
+    st.dataframe(problems, hide_index=True, key="data_skipped")
 
 st.subheader("Samples per class")
 PER_CLASS = 6

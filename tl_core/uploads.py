@@ -8,16 +8,19 @@ server's owner shares.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tl_core import settings
 
 COMPLETE_MARKER = ".headstart-complete"
+NOT_SENT_FILE = ".headstart-not-uploaded.json"  # files of a folder upload left out on purpose, with the reason
 
 
 def safe_relative(name: str) -> Path | None:
@@ -38,30 +41,142 @@ def folder_name(names: Iterable[str]) -> str:
     return tops.most_common(1)[0][0] if tops else f"{len(names)} files"
 
 
-def store_folder(entries: Iterable[tuple[str, bytes | memoryview]]) -> Path:
-    """Write (relative name, bytes) pairs once, under data/uploads/<content hash>/; returns that folder.
+class IncompleteUpload(ValueError):
+    """Some files of a folder upload did not arrive; the data set is not used until they have."""
 
-    The names carry each file's path inside the picked folder; its sub-folders are the classes.
+    def __init__(self, missing: list[str], total: int):
+        self.missing = missing
+        shown = ", ".join(f"'{name}'" for name in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        super().__init__(
+            f"{len(missing)} of {total} files did not arrive ({shown}), so the folder is not used yet. Pick the same "
+            "folder again to send only the missing files, or upload the folder as a zip."
+        )
+
+
+@dataclass
+class FolderUpload:
+    """A folder that a browser sends in batches: staged under data/uploads/<id>/, used only once every file is in.
+
+    The id is made of the announced names, sizes and modification times, so the same folder picked again (after a
+    refresh, a lost connection or a server restart) resumes where it stopped and a finished one is not sent twice.
+    Each file is written to a temporary name and renamed, so a file on disk with its announced size is complete.
     """
-    digest = hashlib.sha1()
-    safe = []
-    for name, data in sorted(entries, key=lambda e: e[0]):
-        rel = safe_relative(name)
-        if rel is None:
-            continue
-        digest.update(rel.as_posix().encode() + b"\0" + hashlib.sha1(data).digest())
-        safe.append((rel, data))
-    if not safe:
-        raise ValueError("The upload held no files. Pick a folder that contains one sub-folder of images per class.")
-    dest = settings.data_dir().resolve() / "uploads" / digest.hexdigest()[:16]
-    if not (dest / COMPLETE_MARKER).exists():
-        for rel, data in safe:
-            target = (dest / rel).resolve()
-            if target.is_relative_to(dest):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-        (dest / COMPLETE_MARKER).touch()
-    return dest
+
+    folder: Path
+    names: list[str]  # as the browser gave them: 'animals/cats/1.jpg'
+    sizes: list[int]
+    wanted: list[bool]  # False: not sent (hidden litter, or too large), reported in `not_sent`
+    not_sent: list[tuple[str, str]]  # (name, why)
+    arrived: set[int] = field(default_factory=set)  # indices on disk, complete (found at announce, then added)
+
+    @classmethod
+    def announce(cls, names: list[str], sizes: list[int], modified: list[float]) -> FolderUpload:
+        """The upload of these files (new, or resumed when the same folder was announced before)."""
+        if not names:
+            raise ValueError("The folder is empty. Pick a folder that contains one sub-folder of pictures per class.")
+        if not len(names) == len(sizes) == len(modified):
+            raise ValueError("The browser sent an inconsistent file list. Pick the folder again.")
+        digest = hashlib.sha1()
+        for name, size, mtime in zip(names, sizes, modified, strict=True):
+            digest.update(f"{name}\0{size}\0{mtime:.0f}\n".encode())
+        folder = settings.data_dir().resolve() / "uploads" / digest.hexdigest()[:16]
+        wanted, not_sent = [], []
+        for name, size in zip(names, sizes, strict=True):
+            why = _why_not_sent(name, size)
+            wanted.append(why is None)
+            if why not in (None, IGNORED):  # litter is left out silently, as the folder scanner does
+                not_sent.append((name, why))
+        if not any(wanted):
+            raise ValueError(
+                "None of the files in that folder can be used. Pick the folder that holds the class folders."
+            )
+        upload = cls(folder, list(names), [int(s) for s in sizes], wanted, not_sent)
+        upload.arrived = set(upload._on_disk())
+        return upload
+
+    def target(self, index: int) -> Path:
+        rel = safe_relative(self.names[index])
+        assert rel is not None  # _why_not_sent refused every name that is unsafe
+        return self.folder / rel
+
+    @property
+    def complete(self) -> bool:
+        return (self.folder / COMPLETE_MARKER).exists()
+
+    def needed(self) -> list[int]:
+        """Indices of the wanted files that have not arrived yet (all of them on a first try)."""
+        return [i for i, want in enumerate(self.wanted) if want and i not in self.arrived]
+
+    def _on_disk(self) -> list[int]:
+        """Indices of the wanted files whose complete bytes are on disk (one stat each)."""
+        found = []
+        for i, want in enumerate(self.wanted):
+            try:
+                if want and self.target(i).stat().st_size == self.sizes[i]:
+                    found.append(i)
+            except OSError:
+                pass
+        return found
+
+    def add(self, index: int, data: bytes) -> None:
+        """Store one file's bytes; a wrong size (a file changed while it was sent) is refused with its name."""
+        if not (0 <= index < len(self.names)) or not self.wanted[index]:
+            raise ValueError("The browser sent a file that was not in the folder it announced. Pick the folder again.")
+        if len(data) != self.sizes[index]:
+            raise ValueError(
+                f"'{self.names[index]}' arrived with {len(data):,} bytes instead of {self.sizes[index]:,}: it changed "
+                "while it was sent. Pick the folder again."
+            )
+        target = self.target(index)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        self.arrived.add(index)
+
+    @property
+    def expected(self) -> int:
+        return sum(self.wanted)
+
+    def finish(self) -> Path:
+        """The folder, once every wanted file is on disk; IncompleteUpload (naming the missing files) before that."""
+        self.arrived = set(self._on_disk())  # what is on disk decides, not what this process remembers
+        missing = self.needed()
+        if missing:
+            raise IncompleteUpload([self.names[i] for i in missing], self.expected)
+        (self.folder / NOT_SENT_FILE).write_text(json.dumps(self.not_sent))
+        (self.folder / COMPLETE_MARKER).touch()
+        return self.folder
+
+    @property
+    def label(self) -> str:
+        return folder_name(self.names)
+
+
+IGNORED = "hidden or system file"
+
+
+def not_uploaded(folder: str | Path) -> list[tuple[str, str]]:
+    """(name, why) of the files a finished folder upload left out on purpose (none for any other folder)."""
+    try:
+        return [tuple(item) for item in json.loads((Path(folder) / NOT_SENT_FILE).read_text())]
+    except (OSError, ValueError):
+        return []
+
+
+def _why_not_sent(name: str, size: int) -> str | None:
+    from tl_core.data import MAX_FILE_BYTES, is_ignored
+
+    rel = safe_relative(name)
+    if rel is None:
+        return "its name cannot be stored"
+    if any(is_ignored(part) for part in rel.parts):
+        return IGNORED
+    if size > MAX_FILE_BYTES:
+        return (
+            f"too large to be a usable picture ({size / 1024**2:.0f} MB; the limit is {MAX_FILE_BYTES // 1024**2} MB)"
+        )
+    return None
 
 
 def store_file(data: bytes, subfolder: str, suffix: str) -> Path:

@@ -5,6 +5,7 @@ The tests assert on what a person sees: class names and counts, accuracy, labels
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import shutil
@@ -83,29 +84,62 @@ def _folder_upload(digits_dir: Path, per_class: int = 6) -> list[tuple[str, byte
     return files
 
 
+def _send_folder(files: list[tuple[str, bytes, str]], batch: int = 16, resend: bool = False, lose: int = 0) -> dict:
+    """What the browser's folder uploader sends (pages/_folder_upload.js), through the page's own handler."""
+    from pages._folder_upload import handle_event
+
+    state: dict = {}
+    names, data = [f[0] for f in files], [f[1] for f in files]
+    handle_event({"kind": "announce", "token": "t", "seq": 1, "names": names, "sizes": [len(d) for d in data],
+                  "modified": [0.0] * len(files)}, state)  # fmt: skip
+    needed = [i for a, b in state["needed"] for i in range(a, b)][: len(files) - lose]
+    seq = 1
+    for start in range(0, len(needed), batch):
+        seq += 1
+        chunk = needed[start : start + batch]
+        event = {"kind": "batch", "token": "t", "seq": seq,
+                 "files": [{"i": i, "b64": base64.b64encode(data[i]).decode()} for i in chunk]}  # fmt: skip
+        handle_event(event, state)
+        if resend:
+            handle_event(event, state)  # a confirmation lost on the way: the same batch again, harmless
+        assert state["ack"] == seq
+    handle_event({"kind": "finish", "token": "t", "seq": seq + 1}, state)
+    return state
+
+
 def test_data_folder_upload_is_saved_and_checked(open_page, digits_dir, session_dirs):
     files = _folder_upload(digits_dir)
     files.append(("mydigits/zero/notes.txt", b"not a picture", "text/plain"))
     extra = sorted((digits_dir / "zero").glob("*.png"))[6].read_bytes()
     files.append(("mydigits/../../../zero/escape.png", extra, "image/png"))  # must not climb out of the folder
-    at = open_page("pages/data.py")
-    uploader = at.file_uploader[0]
-    assert uploader.accept_directory
-    uploader.set_value(files).run()
-    at.run()
-    assert_clean(at)
-    dataset = at.session_state["hs_dataset"]
-    assert dataset["origin"] == "uploaded folder 'mydigits'"
-    stored = Path(dataset["path"])
+    state = _send_folder(files, resend=True)
+    assert "error" not in state, state.get("error")
+    stored = Path(state["folder"])
     assert stored.is_relative_to(session_dirs["data"].resolve() / "uploads")
     assert (stored / "mydigits" / "zero" / "notes.txt").exists()
     assert (stored / "mydigits" / "zero" / "escape.png").exists()
     assert not list(session_dirs["data"].parent.rglob("escape.png"))[1:]  # written once, inside the upload
+
+    at = open_page("pages/data.py", state={"hs_dataset": {"path": str(stored), "origin": "uploaded folder 'mydigits'"}})
+    assert_clean(at)
     assert metric(at, "Classes") == "10"
     assert metric(at, "Pictures") == "61"
     skipped = table_with(at, "why")
     assert "zero/notes.txt" in set(skipped["file"])
     assert "not an image" in skipped[skipped["file"] == "zero/notes.txt"]["why"].iloc[0]
+
+
+def test_a_folder_upload_with_a_file_missing_is_not_used(digits_dir):
+    from pages._folder_upload import handle_event
+
+    files = _folder_upload(digits_dir, per_class=5)
+    state = _send_folder(files, lose=1)  # announced, but the last file never arrives
+    assert "folder" not in state
+    assert state["missing"] == [files[-1][0]]
+    assert "1 of 50 files did not arrive" in state["error"] and "Pick the same folder again" in state["error"]
+    ack = state["ack"]
+    handle_event({"kind": "batch", "token": "old", "seq": 99, "files": []}, state)  # an older upload's: ignored
+    assert state["ack"] == ack
 
 
 def test_data_zip_upload(open_page, digits_dir):

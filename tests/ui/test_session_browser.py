@@ -53,12 +53,12 @@ def test_refresh_and_a_second_tab_keep_the_data_set_the_settings_and_the_job(ser
         page.get_by_text("How much to retrain").wait_for(timeout=60_000)
         assert f"Data: {SAMPLE}" in page.inner_text("body")
         _expect_epochs(page, "37")
-        page.get_by_text("37 epochs").first.wait_for(timeout=30_000)  # the job's progress line is shown again
+        page.get_by_text("37 epochs").first.wait_for(timeout=60_000)  # the job's progress line is shown again
 
         second = context.new_page()  # a second tab of the same browser
         second.goto(server["url"])
         second.get_by_text("Training now").wait_for(timeout=60_000)
-        second.get_by_text(f"on {SAMPLE}").first.wait_for(timeout=30_000)  # what the running job trains on
+        second.get_by_text(f"on {SAMPLE}").first.wait_for(timeout=60_000)  # what the running job trains on
         assert SAMPLE in second.inner_text("body")  # and the data set this browser chose
         second.goto(f"{server['url']}/train")
         second.get_by_text("How much to retrain").wait_for(timeout=60_000)
@@ -92,4 +92,42 @@ def test_a_double_click_on_start_is_one_job(server):
         new_runs = set(runs.glob("*")) - before
         assert len(new_runs) == 1, f"{len(new_runs)} runs started by one double click"
         assert page.get_by_text("Other jobs on this server (1)").count() == 1  # only the first test's job
+        browser.close()
+
+
+def _noise_pictures(root, per_class: int, classes=("cracked", "intact"), size: int = 16) -> int:
+    """Small distinct PNGs, one folder per class; returns how many."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / name / f"{i:05d}.png")
+    return per_class * len(classes)
+
+
+def test_a_folder_of_3000_pictures_arrives_whole(server, tmp_path):
+    folder = tmp_path / "scans"
+    count = _noise_pictures(folder, per_class=1500)
+    (folder / "intact" / ".DS_Store").write_bytes(b"litter")  # left out, as the scanner leaves it out
+    with sync_api.sync_playwright() as pw:
+        browser, context = _new_context(pw)
+        page = context.new_page()
+        page.goto(f"{server['url']}/data")
+        page.get_by_text("Upload a folder").first.click()
+        started = time.monotonic()
+        page.locator('[data-testid="hs-folder-input"]').set_input_files(str(folder))
+        page.get_by_text("Samples per class").wait_for(timeout=240_000)
+        took = time.monotonic() - started
+        page.screenshot(path=str(test_browser.SHOTS / "data-3000-folder.png"), full_page=True)
+        body = page.inner_text("body")
+        assert "uploaded folder 'scans'" in body
+        pictures = page.locator('[data-testid="stMetric"]').filter(has_text="Pictures").first.inner_text()
+        assert pictures.split()[-1].replace(",", "") == str(count), pictures
+        assert "cracked · 1500 pictures" in body and "intact · 1500 pictures" in body
+        stored = sorted((server["base"] / "data" / "uploads").glob("*/scans"))
+        assert len(stored) == 1 and sum(1 for p in stored[0].rglob("*.png")) == count
+        print(f"3,000 pictures uploaded and checked in {took:.1f} s")
         browser.close()
