@@ -127,9 +127,7 @@ def _widget_keys() -> list[str]:
 
 def persisted_keys() -> list[str]:
     """The session-state keys worth keeping: the data set, the model, the run, and every training setting."""
-    return [DATASET, BACKBONE, WEIGHTS, RUN, JOB, "train_freeze_depth", "train_strategy", "train_depth_backbone"] + (
-        _widget_keys()
-    )
+    return [DATASET, BACKBONE, WEIGHTS, RUN, JOB, "train_freeze_depth", "train_depth_backbone"] + (_widget_keys())
 
 
 def restore_choices() -> None:

@@ -14,6 +14,7 @@ ui.header(
 )
 
 QUICK_BACKBONE = "tf_efficientnet_lite0"
+DEPTH = "train_freeze_depth"  # the freeze depth the next run uses
 IMG_SIZES = [64, 96, 128, 160, 192, 224, 240, 256, 260, 288, 320]
 DEFAULTS = TrainConfig.defaults()
 STRATEGIES = {
@@ -93,27 +94,33 @@ with setup:
     if structure is None:
         st.stop()
     total = structure.total_blocks
-    depth_key = "train_freeze_depth"
     if st.session_state.get("train_depth_backbone") != backbone:  # a new backbone: start from its preset
         st.session_state["train_depth_backbone"] = backbone
-        st.session_state["train_strategy"] = "feature"
-        st.session_state[depth_key] = total
-    st.session_state[depth_key] = min(int(st.session_state.get(depth_key, total)), total)
+        st.session_state[DEPTH] = total
+    st.session_state[DEPTH] = min(int(st.session_state.get(DEPTH, total)), total)
+    # The strategy buttons and the slider both show the one depth (a plain session key). Each widget writes only
+    # that depth and re-creates the other one under a new key: a stale value the browser still holds for the other
+    # widget can then never flip the choice back (it did when a strategy click was followed at once by a change).
+    generation = st.session_state.setdefault("train_depth_widgets", {"strategy": 0, "slider": 0})
+    strategy_key, slider_key = f"train_strategy_{generation['strategy']}", f"train_depth_{generation['slider']}"
 
     def on_strategy() -> None:
-        picked = st.session_state.get("train_strategy")
+        picked = st.session_state.get(strategy_key)
         if picked:
-            st.session_state[depth_key] = depth_for(picked, total)
+            st.session_state[DEPTH] = depth_for(picked, total)
+            generation["slider"] += 1
 
     def on_depth() -> None:
-        st.session_state["train_strategy"] = strategy_for(st.session_state[depth_key], total)
+        st.session_state[DEPTH] = st.session_state[slider_key]
+        generation["strategy"] += 1
 
     st.subheader("How much to retrain")
     st.segmented_control(
         "Strategy",
         list(STRATEGIES),
         format_func=STRATEGIES.get,
-        key="train_strategy",
+        default=strategy_for(st.session_state[DEPTH], total),
+        key=strategy_key,
         on_change=on_strategy,
         help=STRATEGY_HELP,
     )
@@ -121,7 +128,8 @@ with setup:
         f"Frozen blocks (of {total}, counted from the input)",
         0,
         total,
-        key=depth_key,
+        value=st.session_state[DEPTH],
+        key=slider_key,
         on_change=on_depth,
         help="Frozen blocks keep their pretrained values; the blocks after them, and the new head, learn.",
     )
@@ -471,6 +479,8 @@ def live_curves() -> None:
     snap = current.snapshot()
     show_curves(snap)
     show_other_jobs(snap.id)
+    if not snap.active:  # drawn by the fragment, so whichever run draws last (page or fragment) shows it
+        show_outcome(snap)
 
 
 with live_col:
@@ -479,8 +489,6 @@ with live_col:
     st.subheader("Progress")
     live_progress()
     live_curves()
-    if job is not None and not is_active:
-        show_outcome(job.snapshot())
     if live_first:
         st.divider()
         st.subheader("Next training")

@@ -244,20 +244,31 @@ def test_train_without_data(open_page, empty_runs):
     assert "No training on this server yet" in shown
 
 
+def _strategy(at):
+    return at.segmented_control[0]  # keyed by a generation (pages/train.py): found by position, the page's only one
+
+
+def _depth_slider(at):
+    return next(s for s in at.slider if s.label.startswith("Frozen blocks"))
+
+
 def test_train_strategy_presets_move_the_strip(open_page, digits_dir):
     at = open_page("pages/train.py", state=dataset_state(digits_dir))
     total = lite0_blocks()
     assert metric(at, "Blocks frozen") == f"{total} of {total}"
+    assert _strategy(at).value == "feature"  # every block frozen is feature extraction, and it says so
     head_only = metric(at, "Trainable parameters")
     assert head_only == "12,810"  # 1280 features x 10 classes + 10 biases
-    at.segmented_control(key="train_strategy").set_value("all").run()
-    assert at.slider(key="train_freeze_depth").value == 0
+    _strategy(at).set_value("all").run()
+    assert _depth_slider(at).value == 0
     assert metric(at, "Trainable parameters") == metric(at, "Total parameters")
-    at.segmented_control(key="train_strategy").set_value("top").run()
-    assert at.slider(key="train_freeze_depth").value == total - round(total / 3)  # the last third trains
-    at.slider(key="train_freeze_depth").set_value(1).run()
-    assert at.segmented_control(key="train_strategy").value is None  # a custom depth
+    _strategy(at).set_value("top").run()
+    assert _depth_slider(at).value == total - round(total / 3)  # the last third trains
+    _depth_slider(at).set_value(1).run()
+    assert _strategy(at).value is None  # a custom depth
     assert metric(at, "Blocks frozen") == f"1 of {total}"
+    _depth_slider(at).set_value(total).run()
+    assert _strategy(at).value == "feature"
 
 
 def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
@@ -288,7 +299,7 @@ def test_train_second_person_is_queued_and_can_stop(open_page, digits_dir, empty
     state = dataset_state(digits_dir)
     first = open_page("pages/train.py", state=state)
     first.select_slider(key="train_img_size").set_value(64).run()
-    first.segmented_control(key="train_strategy").set_value("all").run()
+    _strategy(first).set_value("all").run()
     first.number_input(key="train_epochs").set_value(50).run()
     first.button(key="train_start").click().run()
     first_job = first.session_state["hs_job"]

@@ -65,9 +65,12 @@ def test_refresh_and_a_second_tab_keep_the_data_set_the_settings_and_the_job(ser
         _expect_epochs(second, "37")
 
         second.get_by_role("button", name="Stop").click()
-        second.get_by_text("The kept model is epoch").or_(second.get_by_text("no weights were kept")).first.wait_for(
-            timeout=120_000
-        )
+        try:
+            second.get_by_text("The kept model is epoch").or_(
+                second.get_by_text("no weights were kept")
+            ).first.wait_for(timeout=120_000)
+        finally:
+            second.screenshot(path=str(test_browser.SHOTS / "second-tab-stopped.png"), full_page=True)
         browser.close()
 
 
