@@ -148,6 +148,16 @@ with setup:
     st.subheader("Settings")
     spec = CATALOGUE.get(backbone)
     default_size = spec.input_size if spec else 224
+
+    # Feature extraction with the probe (the defaults): the head is fitted to its optimum in one go, so the settings
+    # of training by epochs do nothing and are shown off, with the reason.
+    def chosen(name: str):
+        return st.session_state.get(f"train_{name}", ui.restored(f"train_{name}", DEFAULTS[name]))
+
+    head_fitted = depth == total and chosen("augment") != "on" and chosen("feature_cache") and chosen("probe")
+    by_epochs_only = (
+        "Feature extraction fits the head to its optimum in one go, so this does not apply. " if head_fitted else ""
+    )
     s1, s2, s3 = st.columns(3)
     config_setting(
         s1.number_input,
@@ -155,7 +165,9 @@ with setup:
         "epochs",
         min_value=1,
         max_value=500,
-        help="One epoch = every training picture seen once. Training stops early when validation stops improving.",
+        disabled=head_fitted,
+        help=by_epochs_only
+        + "One epoch = every training picture seen once. Training stops early when validation stops improving.",
     )
     config_setting(
         s2.select_slider,
@@ -180,7 +192,9 @@ with setup:
             "lr",
             options=[None, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
             format_func=lambda v: "auto" if v is None else f"{v:g}",
-            help="How big each learning step is. Auto: 1e-3 (the new head takes 3x bigger steps when more layers train).",
+            disabled=head_fitted,
+            help=by_epochs_only
+            + "How big each learning step is. Auto: 1e-3 (a new head that starts from zero takes 3x bigger steps).",
         )
         config_setting(
             a2.radio,
@@ -262,6 +276,15 @@ with setup:
             "feature_cache",
             help="When the whole backbone is frozen and augmentation is off, compute its features once and reuse them.",
         )
+        config_setting(
+            a1.toggle,
+            "Fit the head to its optimum",
+            "probe",
+            help="Fit the new head on the pretrained features to its optimum (L-BFGS; its regularisation chosen by "
+            "cross-validation on the training pictures). Feature extraction: that is the whole training, in seconds. "
+            "When blocks train, they start from this head (linear probe, then fine-tune). Off: the head starts from "
+            "zero and trains by epochs.",
+        )
         on_gpu = ui.device_type() == "cuda"
         config_setting(a1.selectbox, "Device", "device", options=["auto", "cpu"] + (["cuda"] if on_gpu else []))
         config_setting(
@@ -304,7 +327,8 @@ with setup:
         icon=":material/bolt:",
         width="stretch",
         help=f"One click: {label_for(QUICK_BACKBONE)} ({quick_weights} weights), backbone frozen, no augmentation. "
-        "Its features are computed once and cached, so only the head trains: fast even on a CPU.",
+        "Its features are computed once and cached, and the new head is fitted to its optimum on them: seconds, "
+        "even on a CPU.",
     )
     for key, clicked_now in (("train_start", clicked), ("train_quick", clicked_quick)):
         if clicked_now and not already[key]:
@@ -342,7 +366,9 @@ def show_progress(snap) -> None:
     cfg = snap.config
     start = snap.start_info  # known once the model is built: the freeze depth as it runs
     frozen = f"{start['frozen_blocks']}/{start['total_blocks']} blocks frozen" if start else f"freeze {cfg['freeze']}"
-    what = f"{label_for(cfg['backbone'])}, {cfg['epochs']} epochs, {frozen}"
+    fitted = start.get("feature_cache") and cfg.get("probe")  # the head fitted in one go: no epochs
+    how_long = "head fitted to its optimum" if fitted else f"{cfg['epochs']} epochs"
+    what = f"{label_for(cfg['backbone'])}, {how_long}, {frozen}"
     state = "stopping at the next step..." if snap.stopping else snap.state
     st.markdown(f"**{snap.id}** · {what} · on {snap.device} · **{state}**")
     if snap.state == "queued":
@@ -367,7 +393,8 @@ def show_curves(snap) -> None:
     if used_cache:
         st.info(
             "Fast path: the backbone is frozen and augmentation is off, so its features are computed once and "
-            "cached on disk; only the new head trains.",
+            "cached on disk; only the new head learns"
+            + (", fitted to its optimum on them." if snap.config.get("probe") else ", by epochs on them."),
             icon=":material/bolt:",
         )
     for message in snap.messages:
@@ -426,6 +453,26 @@ def show_outcome(snap) -> None:
                 else ""
             )
         )
+        probe = summary.get("probe") or {}
+        if probe.get("tried"):
+            with st.expander("How the head was fitted: the regularisation strengths tried"):
+                st.caption(
+                    f"Each strength was fitted on {probe['folds'] - 1} of {probe['folds']} parts of the training "
+                    "pictures and scored on the part left out, in turn; the best score was kept, then fitted on all."
+                )
+                st.dataframe(
+                    [
+                        {
+                            "penalty": t["penalty"],
+                            "held-out accuracy": ui.pct(t["cv_accuracy"]),
+                            "held-out loss": round(t["cv_loss"], 3),
+                            "chosen": "yes" if t["penalty"] == probe["penalty"] else "",
+                        }
+                        for t in probe["tried"]
+                    ],
+                    hide_index=True,
+                    key="train_probe_table",
+                )
         ui.next_step("see where the model is right and wrong.", "evaluate", "Go to 4. Evaluate")
 
 

@@ -100,8 +100,9 @@ def test_run_folder_contract_and_a_bad_file_does_not_stop_training(colours, tmp_
 
 def test_frozen_backbone_uses_the_feature_cache_and_reuses_it(colours, tmp_path):
     first_events, second_events = [], []
-    first = train(_config(colours, tmp_path, freeze="all", epochs=4), on_event=first_events.append)
-    second = train(_config(colours, tmp_path, freeze="all", epochs=4), on_event=second_events.append)
+    # The head trained by epochs here (probe off), so that the same training through the whole model can be compared.
+    first = train(_config(colours, tmp_path, freeze="all", epochs=4, probe=False), on_event=first_events.append)
+    second = train(_config(colours, tmp_path, freeze="all", epochs=4, probe=False), on_event=second_events.append)
     hits = [e.hit for e in first_events + second_events if isinstance(e, FeatureCache)]
     assert hits == [False, True]
     stages = lambda events: {e.stage for e in events if isinstance(e, Progress)}  # noqa: E731
@@ -109,7 +110,7 @@ def test_frozen_backbone_uses_the_feature_cache_and_reuses_it(colours, tmp_path)
     assert stages(second_events) == {"scan"}  # a hit needs neither decoding nor the backbone
     assert first["feature_cache"] and second["feature_cache"]
     assert first["best_val_accuracy"] == second["best_val_accuracy"]
-    no_cache = train(_config(colours, tmp_path, freeze="all", epochs=4, feature_cache=False))
+    no_cache = train(_config(colours, tmp_path, freeze="all", epochs=4, feature_cache=False, probe=False))
     assert not no_cache["feature_cache"]
     assert no_cache["best_val_accuracy"] == pytest.approx(first["best_val_accuracy"], abs=0.15)
 
@@ -162,7 +163,7 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates():
     model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
     plan = apply_freeze(model, "1")
     config = TrainConfig("unused", layer_decay=0.5, weight_decay=0.05)
-    groups = _param_groups(model, plan, config)
+    groups = _param_groups(model, plan, config, head_from_zero=True)
     scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     by_name = dict(model.named_parameters())
     n = plan.total_blocks
@@ -205,3 +206,38 @@ def test_no_training_images_is_a_clear_error(tmp_path):
         write_image(tmp_path / "data" / "val" / name / "1.png")
     with pytest.raises(Exception, match="No usable picture is left for training"):
         train(_config(tmp_path / "data", tmp_path))
+
+
+def test_a_frozen_backbone_is_one_probe_fit_and_it_says_what_it_chose(colours, tmp_path):
+    events = []
+    summary = train(_config(colours, tmp_path, freeze="all", epochs=7), on_event=events.append)
+    assert summary["epochs_run"] == 1 and not [e for e in events if isinstance(e, Step)]  # no epochs of SGD
+    probe = summary["probe"]
+    assert probe["folds"] == 5 and len(probe["tried"]) == 8
+    best = max(probe["tried"], key=lambda t: (t["cv_accuracy"], -t["cv_loss"]))
+    assert probe["penalty"] == best["penalty"]
+    assert "regularisation strengths were tried by 5-fold cross-validation" in summary["message"]
+    assert json.loads((Path(summary["run_dir"]) / "config.json").read_text())["epochs"] == 1  # as it ran
+
+
+def test_fine_tuning_starts_from_the_probe(colours, tmp_path):
+    """LP-FT: with a learning rate too small to move anything, an epoch of training ends where the probe began.
+
+    Trained through the whole model (no feature cache) with every block frozen, so BatchNorm statistics stay put and
+    only the head's starting point decides.
+    """
+    import torch
+
+    from tl_core.backbones import create_backbone
+
+    start = dict(freeze="all", feature_cache=False, epochs=1, lr=1e-12, warmup_epochs=0.0)
+    from_zero = train(_config(colours, tmp_path, **start))  # random weights: no probe, the head starts at zero
+    assert from_zero.get("probe") is None and from_zero["best_val_accuracy"] == pytest.approx(1 / 3)
+
+    # The same random backbone saved as a weights file, so that it counts as pretrained and the probe comes first.
+    weights = tmp_path / "backbone.pth"
+    torch.save(create_backbone("test_efficientnet", 3, "none", seed=0, img_size=32).model.state_dict(), weights)
+    probe_only = train(_config(colours, tmp_path, freeze="all", weights=str(weights)))
+    lpft = train(_config(colours, tmp_path, **start, weights=str(weights)))
+    assert lpft["probe"]["penalty"] == probe_only["probe"]["penalty"] and lpft["epochs_run"] == 1
+    assert lpft["best_val_accuracy"] == probe_only["best_val_accuracy"] > 0.9

@@ -73,6 +73,14 @@ class TrainConfig:
     feature_cache: bool = field(
         default=True, metadata=_option("with the whole backbone frozen and no augmentation, compute features once")
     )
+    probe: bool = field(
+        default=True,
+        metadata=_option(
+            "fit the new head to its optimum on the pretrained features (L-BFGS, its regularisation by "
+            "cross-validation): with the backbone frozen that is the whole training; when blocks train, they start "
+            "from it (linear probe, then fine-tune)"
+        ),
+    )
     head_lr_scale: float = field(
         default=3.0, metadata=_option("when backbone blocks train, the new head learns this many times faster")
     )
@@ -107,18 +115,25 @@ class TrainConfig:
         """The settings as they will run: one meaning per choice, whatever words chose it.
 
         The freeze plan decides: freezing every block is 'all' however it was asked for; augmentation 'auto' is on
-        only when backbone blocks train; the feature cache applies only to a frozen backbone without augmentation.
+        only when backbone blocks train; the feature cache applies only to a frozen backbone without augmentation,
+        and there the probe, when on, is the whole training (one fit, no epochs).
         """
         head_only = plan.frozen_blocks == plan.total_blocks
         augment = self.augment == "on" or (self.augment == "auto" and not head_only)
         freeze = "all" if head_only else "none" if plan.frozen_blocks == 0 else str(plan.frozen_blocks)
+        feature_cache = self.feature_cache and head_only and not augment
+        # On a frozen backbone the probe is simply the best head; before fine-tuning it is where the head starts,
+        # which random (untrained) features do not make worth it.
+        probe = self.probe and (feature_cache or self.weights != "none")
         return replace(
             self,
             freeze=freeze,
             augment="on" if augment else "off",
             lr=self.lr if self.lr is not None else DEFAULT_LR,
             img_size=img_size,
-            feature_cache=self.feature_cache and head_only and not augment,
+            feature_cache=feature_cache,
+            probe=probe,
+            epochs=1 if feature_cache and probe else self.epochs,  # the fitted head is the whole training
         )
 
     def to_dict(self) -> dict:

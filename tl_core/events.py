@@ -15,6 +15,7 @@ STAGE_LABELS = {
     "scan": "Checking the pictures",
     "decode": "Decoding the pictures once (kept for the next runs)",
     "features": "Computing the backbone's features once (kept for the next runs)",
+    "probe": "Fitting the new head to its optimum (cross-validation on the training pictures)",
     "train": "Training",
 }
 

@@ -263,6 +263,7 @@ def _on_schedule(snap: JobSnapshot, e: events.Schedule) -> None:
 
 def _on_epoch(snap: JobSnapshot, e: events.EpochEnd) -> None:
     snap.history.append(dataclasses.asdict(e))
+    snap.epochs = e.epochs  # as resolved: a head fitted by the probe is one epoch, whatever was asked
 
 
 def _on_text(snap: JobSnapshot, e: events.Message | events.FeatureCache) -> None:

@@ -29,6 +29,7 @@ from tl_core.errors import DataError, user_message
 from tl_core.events import Created, Ended, EpochEnd, Event, FeatureCache, Message, Progress, Schedule, Started, Step
 from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
 from tl_core.preprocess import InputSpec, to_model_input
+from tl_core.probe import Probe, fit_probe
 from tl_core.runs import RunWriter, build_summary
 
 __all__ = ["TrainConfig", "train", "planned_lrs"]
@@ -80,6 +81,7 @@ class _Setup:
     labels: dict[str, torch.Tensor]
     manifest: DatasetManifest
     device: torch.device
+    probe: Probe | None = None  # the fitted head the training starts from (or, backbone frozen, is)
 
 
 @dataclass
@@ -176,11 +178,17 @@ def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -
         model.to(memory_format=torch.channels_last)
     rows = {split: cache.rows_for(manifest, manifest.split(split)) for split in SPLITS}
     labels = {split: torch.tensor([s.label for s in manifest.split(split)], dtype=torch.long) for split in SPLITS}
+    features = (
+        _backbone_features(config, run, backbone, spec, manifest, device)
+        if config.probe or config.feature_cache
+        else None
+    )
+    probe = _fit_probe(config, run, model, features[rows["train"]], labels["train"]) if config.probe else None
     if config.feature_cache:
-        trained_module, batch_logits = _head_on_features(config, run, backbone, spec, manifest, device)
+        trained_module, batch_logits = _head_on_features(model, features, device)
     else:
         trained_module, batch_logits = _whole_model(config, run, model, spec, manifest, device)
-    return _Setup(config, model, trained_module, plan, batch_logits, rows, labels, manifest, device)
+    return _Setup(config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, probe)
 
 
 def _check_splits(manifest: DatasetManifest) -> None:
@@ -216,8 +224,9 @@ def _announce(run: _Run, config: TrainConfig, backbone: Backbone, plan, spec, ma
     run.emit(started)
 
 
-def _head_on_features(config, run, backbone, spec, manifest, device):
-    """The head alone, trained on the frozen backbone's features (computed once, or read from the disk cache)."""
+def _backbone_features(config, run, backbone, spec, manifest, device) -> torch.Tensor:
+    """The frozen pretrained backbone's features of every picture (pooled, before the head), computed once and cached
+    on disk by content, backbone, weights and size: a later run on the same pictures skips straight past this."""
     model = backbone.model
     key = cache.feature_key(manifest, config.backbone, backbone.weights_id, spec.img_size)
 
@@ -235,11 +244,33 @@ def _head_on_features(config, run, backbone, spec, manifest, device):
 
     features, hit = cache.cached_features(key, compute)  # on a hit the pictures are not even decoded
     run.emit(FeatureCache(hit, int(features.shape[1])))
-    inputs = torch.from_numpy(np.asarray(features))
+    return torch.from_numpy(np.asarray(features))
+
+
+def _fit_probe(config, run, model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> Probe | None:
+    """The head fitted to its optimum on the training pictures' features, written into the model's classifier."""
+    head = model.get_classifier()
+    num_classes = int(labels.max()) + 1 if len(labels) else 0
+    if not isinstance(head, nn.Linear) or head.in_features != features.shape[1] or head.out_features < num_classes:
+        run.emit(Message("This backbone's head is not a plain linear layer: it starts from zero instead of a probe."))
+        return None
+    weights = _class_weights(labels, head.out_features) if config.class_balanced else None
+    probe = fit_probe(
+        features, labels, head.out_features, class_weights=weights, seed=config.seed, on_progress=run.progress("probe")
+    )
+    with torch.no_grad():
+        head.weight.copy_(probe.weight.to(head.weight.device))
+        head.bias.copy_(probe.bias.to(head.bias.device))
+    run.emit(Message(probe.sentence()))
+    return probe
+
+
+def _head_on_features(model: nn.Module, features: torch.Tensor, device):
+    """The head alone, trained on the frozen backbone's cached features."""
     head = model.get_classifier()
 
     def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
-        return head(inputs[batch_rows].to(device, non_blocking=True))
+        return head(features[batch_rows].to(device, non_blocking=True))
 
     return head, batch_logits
 
@@ -264,6 +295,8 @@ def _whole_model(config, run, model, spec, manifest, device):
 def _fit(setup: _Setup, run: _Run) -> dict:
     """Epochs of shuffled batches, a validation pass after each, the best weights kept; then the summary."""
     config = setup.config
+    if config.feature_cache and setup.probe is not None:
+        return _fit_done_by_probe(setup, run)
     loop = _new_loop(setup, run)
     history: list[dict] = []
     status, message = "finished", ""
@@ -296,8 +329,33 @@ def _fit(setup: _Setup, run: _Run) -> dict:
         "feature_cache": config.feature_cache,
         "input": run.start["input"],
     }
+    return _summarise(setup, run, status, history, message, extra)
+
+
+def _fit_done_by_probe(setup: _Setup, run: _Run) -> dict:
+    """Backbone frozen: the probe's head is the trained model. One evaluation, recorded as the run's one epoch."""
+    tick = time.perf_counter()
+    train, val = _evaluate(setup, "train", run.check_stop), _evaluate(setup, "val", run.check_stop)
+    _keep_best(run.writer, setup, val["predictions"])
+    seconds = setup.probe.seconds + time.perf_counter() - tick
+    speed = round(len(setup.rows["train"]) / max(setup.probe.seconds, 1e-9), 2)
+    record = EpochEnd(1, 1, train["loss"], train["accuracy"], val["loss"], val["accuracy"], 0.0, speed, True)
+    run.emit(record)
+    extra = {
+        "step_seconds": round(seconds, 2),
+        "train_images_per_second": speed,
+        "batch_size": len(setup.rows["train"]),
+    }
+    extra.update(feature_cache=True, input=run.start["input"])
+    return _summarise(setup, run, "finished", [asdict(record)], setup.probe.sentence(), extra)
+
+
+def _summarise(setup: _Setup, run: _Run, status: str, history: list[dict], message: str, extra: dict) -> dict:
+    """The run's summary: the test pass with the kept weights (when there is a test split), what the probe chose."""
     if len(setup.rows["test"]) and history:
         extra.update(_test_pass(setup, run.writer))
+    if setup.probe is not None:
+        extra["probe"] = setup.probe.summary()
     summary = build_summary(run.writer.run_dir, status, run.start, history, message, **extra)
     summary["message"] = " ".join(filter(None, [message, _kept_sentence(summary)]))
     return summary
@@ -314,7 +372,9 @@ def _new_loop(setup: _Setup, run: _Run) -> _Loop:
     )
     total_images = config.epochs * num_train
     loop = _Loop(
-        optimizer=torch.optim.AdamW(_param_groups(setup.model, setup.plan, config), lr=config.lr),
+        optimizer=torch.optim.AdamW(
+            _param_groups(setup.model, setup.plan, config, head_from_zero=setup.probe is None), lr=config.lr
+        ),
         criterion=criterion,
         rng=np.random.default_rng(config.seed),
         total_images=total_images,
@@ -451,10 +511,10 @@ def _kept_sentence(summary: dict) -> str:
 # ---------------------------------------------------------------- small pieces
 
 
-def _param_groups(model: nn.Module, plan: FreezePlan, config: TrainConfig) -> list[dict]:
+def _param_groups(model: nn.Module, plan: FreezePlan, config: TrainConfig, head_from_zero: bool) -> list[dict]:
     """Trainable parameters by block (for layer-wise learning rates), with no weight decay on biases and norms."""
     scale_of: dict[str, float] = {}
-    if plan.frozen_blocks < plan.total_blocks:  # the new head starts from zero and has the most to learn
+    if head_from_zero and plan.frozen_blocks < plan.total_blocks:  # a zero head has the most to learn
         scale_of.update(dict.fromkeys(plan.head_param_names, config.head_lr_scale))
     if config.layer_decay:
         for block, scale in zip(plan.blocks, layer_lr_scales(plan, config.layer_decay), strict=True):

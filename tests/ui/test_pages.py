@@ -274,7 +274,7 @@ def test_train_strategy_presets_move_the_strip(open_page, digits_dir):
 def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     at = open_page("pages/train.py", state=dataset_state(digits_dir))
     at.select_slider(key="train_img_size").set_value(64).run()
-    at.number_input(key="train_epochs").set_value(3).run()
+    assert at.number_input(key="train_epochs").disabled  # feature extraction fits the head: epochs do not apply
     at.button(key="train_quick").click().run()
     assert_clean(at)
     snap = wait_for_job(at)
@@ -283,7 +283,9 @@ def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     assert snap.config["freeze"] == "all" and snap.config["augment"] == "off"
     shown = texts(at)
     assert "Fast path" in shown  # the feature cache was used, and the page says so
-    assert metric(at, "Epochs done") == "3 of 3"
+    assert metric(at, "Epochs done") == "1 of 1"  # the head is fitted in one go, whatever the epochs said
+    assert "regularisation strengths were tried by" in shown
+    assert table_with(at, "held-out accuracy")["chosen"].tolist().count("yes") == 1
     best = max(h["val_accuracy"] for h in snap.history)
     assert metric(at, "Best validation accuracy") == f"{best:.1%}"
     assert f"The kept model is epoch {snap.summary['best_epoch']}'s, the best on validation: {best:.1%}" in shown
