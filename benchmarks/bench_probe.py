@@ -1,6 +1,7 @@
 """The fitted head (linear probe) against the old Quick model and a tuned scikit-learn logistic regression.
 
     python benchmarks/bench_probe.py DATA_DIR [DATA_DIR ...] [--per-class 20 50 150 0] [--img-size 224]
+    python benchmarks/bench_probe.py DATA_DIR --lpft [--per-class 150] [--epochs 4] [--freeze 5] [--img-size 160]
 
 For each data set (a folder with one sub-folder per class) and each training size (pictures per class; 0: all),
 on Headstart's own split (seed 0, 20% of each class for validation, the same validation pictures at every size):
@@ -10,6 +11,8 @@ on Headstart's own split (seed 0, 20% of each class for validation, the same val
   - `sklearn_cv`: scikit-learn's LogisticRegressionCV (the same penalty grid, 5-fold CV, standardised features)
     on the very same cached features; `sklearn_best`: the best of that grid on the validation set itself (an
     upper bound no honest method can see).
+With --lpft: fine-tuning (the last blocks train, augmentation on) from the probe's head (LP-FT, the default now)
+against the same fine-tuning from a zero head (probe off), same data, epochs and seed.
 EfficientNet-Lite0 with its offline ImageNet weights. Prints one JSON line per data set and size.
 """
 
@@ -85,13 +88,45 @@ def sklearn_scores(manifest, img_size: int) -> dict:
             "sklearn_best": round(best, 4)}  # fmt: skip
 
 
+def lpft_row(data: str, per_class: int, args) -> dict:
+    manifest = subset(scan_dataset(data, seed=0), per_class)
+    row = {"data": Path(data).name, "train_per_class": per_class or "all", "freeze": args.freeze,
+           "epochs": args.epochs, "img_size": args.img_size}  # fmt: skip
+    for name, probe in (("lpft", True), ("zero_head", False)):
+        with tempfile.TemporaryDirectory() as runs:
+            config = TrainConfig(
+                data, backbone=BACKBONE, weights="offline", freeze=args.freeze, epochs=args.epochs,
+                img_size=args.img_size, runs_dir=runs, probe=probe,
+            )  # fmt: skip
+            tick = time.perf_counter()
+            summary = train(config, manifest=manifest)
+            row[name] = summary["best_val_accuracy"]
+            row[f"{name}_history"] = [round(h["val_accuracy"], 4) for h in _history(summary["run_dir"])]
+            row[f"{name}_seconds"] = round(time.perf_counter() - tick, 1)
+    return row
+
+
+def _history(run_dir: str) -> list[dict]:
+    from tl_core.runs import read_metrics
+
+    return [e for e in read_metrics(Path(run_dir)) if e.get("event") == "epoch"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="+")
     parser.add_argument("--per-class", type=int, nargs="+", default=[20, 50, 150, 0])
     parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--lpft", action="store_true", help="compare fine-tuning from the probe and from zero")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--freeze", default="5")
     args = parser.parse_args()
     os.environ.setdefault("HEADSTART_CACHE_DIR", tempfile.mkdtemp(prefix="bench-probe-cache-"))
+    if args.lpft:
+        for data in args.data:
+            for per_class in args.per_class:
+                print(json.dumps(lpft_row(data, per_class, args)), flush=True)
+        return
     for data in args.data:
         full = scan_dataset(data, seed=0)
         for per_class in args.per_class:

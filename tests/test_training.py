@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import write_image
 from tl_core.events import FeatureCache, Progress, Schedule, Step
+from tl_core.probe import PENALTIES
 from tl_core.runs import read_metrics
 from tl_core.training import TrainConfig, _class_weights, _lr_factor, train
 
@@ -213,8 +214,8 @@ def test_a_frozen_backbone_is_one_probe_fit_and_it_says_what_it_chose(colours, t
     summary = train(_config(colours, tmp_path, freeze="all", epochs=7), on_event=events.append)
     assert summary["epochs_run"] == 1 and not [e for e in events if isinstance(e, Step)]  # no epochs of SGD
     probe = summary["probe"]
-    assert probe["folds"] == 5 and len(probe["tried"]) == 8
-    best = max(probe["tried"], key=lambda t: (t["cv_accuracy"], -t["cv_loss"]))
+    assert probe["folds"] == 5 and len(probe["tried"]) == len(PENALTIES)
+    best = min(probe["tried"], key=lambda t: (t["cv_loss"], -t["cv_accuracy"]))
     assert probe["penalty"] == best["penalty"]
     assert "regularisation strengths were tried by 5-fold cross-validation" in summary["message"]
     assert json.loads((Path(summary["run_dir"]) / "config.json").read_text())["epochs"] == 1  # as it ran
