@@ -2,8 +2,9 @@
 
 Multinomial logistic regression with an L2 penalty, fitted by full-batch L-BFGS on standardised features (so one
 penalty scale suits every backbone), for each penalty of a grid from strong to weak (each fit starts from the
-previous one's answer, so the path costs little more than one fit). The penalty with the lowest cross-validated
-loss on the training pictures wins; the head is then refitted on all of them. The result is folded back into the raw feature space: `features @ weight.T + bias` are the logits.
+previous one's answer, so the path costs little more than one fit). The strongest penalty whose cross-validated
+loss on the training pictures is within one standard error of the lowest wins; the head is then refitted on all
+of them. The result is folded back into the raw feature space: `features @ weight.T + bias` are the logits.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 # Penalties on the mean cross-entropy, strong to weak (sklearn's C = 1 / (penalty * n_train)). A few dozen pictures
 # per class against ~1,000 features want the strong end (measured on solar-cell scans: docs/BENCHMARKS.md).
-PENALTIES = (10.0, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+PENALTIES = (100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 MAX_FOLDS = 5
 LARGE = 1000  # training pictures from which 3 folds are enough (and 5 would cost seconds)
 CV_ITERATIONS = 40  # L-BFGS iterations per fit inside cross-validation (warm-started along the path)
@@ -79,7 +80,8 @@ def fit_probe(
     folds = _folds(y.numpy(), seed, 3 if len(y) >= LARGE else MAX_FOLDS)
     tried = []
     if folds:
-        scores = {p: [0, 0.0] for p in penalties}  # penalty -> [correct, loss sum] over the held-out folds
+        correct = {p: 0 for p in penalties}
+        fold_losses: dict[float, list[float]] = {p: [] for p in penalties}  # mean held-out loss of each fold
         for fold, held_out in enumerate(folds):
             if on_progress:
                 on_progress(fold, len(folds) + 1)
@@ -88,15 +90,17 @@ def fit_probe(
             for penalty in penalties:
                 warm = _fit(x[train], y[train], num_classes, penalty, class_weights, warm, CV_ITERATIONS)
                 logits = x[held_out] @ warm[0].T + warm[1]
-                scores[penalty][0] += int((logits.argmax(1) == y[held_out]).sum())
-                scores[penalty][1] += float(F.cross_entropy(logits, y[held_out], reduction="sum"))
+                correct[penalty] += int((logits.argmax(1) == y[held_out]).sum())
+                fold_losses[penalty].append(float(F.cross_entropy(logits, y[held_out])))
         tried = [
-            {"penalty": p, "cv_accuracy": round(c / len(y), 4), "cv_loss": round(s / len(y), 4)}
-            for p, (c, s) in scores.items()
+            {
+                "penalty": p,
+                "cv_accuracy": round(correct[p] / len(y), 4),
+                "cv_loss": round(float(np.mean(fold_losses[p])), 4),
+            }
+            for p in penalties
         ]
-        # Held-out loss, not accuracy: with a few dozen pictures accuracy moves in steps of one picture and picked a
-        # different strength with every shuffle of the folds; the loss (a proper score) picked the same one.
-        best = min(tried, key=lambda t: (t["cv_loss"], -t["cv_accuracy"]))["penalty"]
+        best = _one_standard_error_choice(tried, fold_losses)
     else:
         best = 1e-3
     if on_progress:
@@ -144,3 +148,17 @@ def _folds(labels: np.ndarray, seed: int, most: int) -> list[np.ndarray]:
         members = np.flatnonzero(labels == label)
         assignment[rng.permutation(members)] = np.arange(len(members)) % k
     return [np.flatnonzero(assignment == fold) for fold in range(k)]
+
+
+def _one_standard_error_choice(tried: list[dict], fold_losses: dict[float, list[float]]) -> float:
+    """The strongest penalty whose held-out loss is within one standard error of the lowest (the '1-SE rule').
+
+    Held-out loss, not accuracy: with a few dozen pictures accuracy moves in steps of one picture and picked a
+    different strength with every shuffle of the folds; the loss (a proper score) is steadier. Of the strengths the
+    folds cannot tell apart from the best, the strongest generalises best to new pictures (measured on solar-cell
+    scans, docs/BENCHMARKS.md).
+    """
+    lowest = min(tried, key=lambda t: t["cv_loss"])
+    losses = fold_losses[lowest["penalty"]]
+    standard_error = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else 0.0
+    return next(t["penalty"] for t in tried if t["cv_loss"] <= lowest["cv_loss"] + standard_error)  # strong first
