@@ -92,11 +92,14 @@ def lpft_row(data: str, per_class: int, args) -> dict:
     manifest = subset(scan_dataset(data, seed=0), per_class)
     row = {"data": Path(data).name, "train_per_class": per_class or "all", "freeze": args.freeze,
            "epochs": args.epochs, "img_size": args.img_size}  # fmt: skip
+    row["lr"] = args.lr
     for name, probe in (("lpft", True), ("zero_head", False)):
+        if args.only and name != args.only:
+            continue
         with tempfile.TemporaryDirectory() as runs:
             config = TrainConfig(
                 data, backbone=BACKBONE, weights="offline", freeze=args.freeze, epochs=args.epochs,
-                img_size=args.img_size, runs_dir=runs, probe=probe,
+                img_size=args.img_size, runs_dir=runs, probe=probe, lr=args.lr,
             )  # fmt: skip
             tick = time.perf_counter()
             summary = train(config, manifest=manifest)
@@ -120,6 +123,10 @@ def main() -> None:
     parser.add_argument("--lpft", action="store_true", help="compare fine-tuning from the probe and from zero")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--freeze", default="5")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate of the fine-tuning (default: Headstart's)"
+    )
+    parser.add_argument("--only", choices=["lpft", "zero_head"], default=None)
     args = parser.parse_args()
     os.environ.setdefault("HEADSTART_CACHE_DIR", tempfile.mkdtemp(prefix="bench-probe-cache-"))
     if args.lpft:

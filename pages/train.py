@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pages import _common as ui
+from tl_core.auto import BUDGETS
 from tl_core.backbones import CATALOGUE, label_for, offline_weights_file
 from tl_core.config import TrainConfig
 from tl_core.events import STAGE_LABELS
@@ -22,6 +23,7 @@ STRATEGIES = {
     "top": "Fine-tune the top",
     "all": "Fine-tune all",
 }
+MODES = {"auto": "Auto: the best model within a time budget", "manual": "Manual: choose how much to retrain"}
 STRATEGY_HELP = (
     "Feature extraction: the pretrained network stays as it is and only a new final layer (the 'head') learns "
     "your classes; fastest, good with few pictures. Fine-tune the top: the last third of the network adapts too. "
@@ -114,36 +116,67 @@ with setup:
         st.session_state[DEPTH] = st.session_state[slider_key]
         generation["strategy"] += 1
 
-    st.subheader("How much to retrain")
-    st.segmented_control(
-        "Strategy",
-        list(STRATEGIES),
-        format_func=STRATEGIES.get,
-        default=strategy_for(st.session_state[DEPTH], total),
-        key=strategy_key,
-        on_change=on_strategy,
-        help=STRATEGY_HELP,
+    st.subheader("How to train")
+    mode = config_setting(
+        st.radio,
+        "How to train",
+        "strategy",
+        default="auto",
+        options=list(MODES),
+        format_func=MODES.get,
+        horizontal=True,
+        label_visibility="collapsed",
     )
-    depth = st.slider(
-        f"Frozen blocks (of {total}, counted from the input)",
-        0,
-        total,
-        value=st.session_state[DEPTH],
-        key=slider_key,
-        on_change=on_depth,
-        help="Frozen blocks keep their pretrained values; the blocks after them, and the new head, learn.",
-    )
-    plan = structure.at_depth(depth)
-    blocks = [(b.name, b.num_params) for b in plan.blocks]
-    st.plotly_chart(freeze_strip(blocks, depth, plan.head_params), key="train_strip", config={"displayModeBar": False})
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Blocks frozen", f"{depth} of {total}", help="Grey in the strip above; input on the left.")
-    c2.metric("Trainable parameters", ui.millions(plan.trainable_params), help="Numbers the training will change.")
-    c3.metric(
-        "Total parameters",
-        ui.millions(plan.total_params),
-        help=f"{plan.trainable_params / plan.total_params:.1%} of them will train.",
-    )
+    if mode == "auto":
+        config_setting(
+            st.radio,
+            "Time budget",
+            "budget",
+            default="10m",
+            options=list(BUDGETS),
+            format_func=BUDGETS.get,
+            horizontal=True,
+            help="About how long Auto may take on this computer. The fitted head comes first and takes seconds.",
+        )
+        st.caption(
+            "Auto fits a new head on the pretrained network first (seconds, and already a finished model), then, if "
+            "the budget allows it on this computer, fine-tunes the last blocks or all of them, for as many epochs as "
+            "fit, and keeps the better of the two models. It says what it chose and why."
+        )
+        depth = total
+    else:
+        st.subheader("How much to retrain")
+        st.segmented_control(
+            "Strategy",
+            list(STRATEGIES),
+            format_func=STRATEGIES.get,
+            default=strategy_for(st.session_state[DEPTH], total),
+            key=strategy_key,
+            on_change=on_strategy,
+            help=STRATEGY_HELP,
+        )
+        depth = st.slider(
+            f"Frozen blocks (of {total}, counted from the input)",
+            0,
+            total,
+            value=st.session_state[DEPTH],
+            key=slider_key,
+            on_change=on_depth,
+            help="Frozen blocks keep their pretrained values; the blocks after them, and the new head, learn.",
+        )
+        plan = structure.at_depth(depth)
+        blocks = [(b.name, b.num_params) for b in plan.blocks]
+        st.plotly_chart(
+            freeze_strip(blocks, depth, plan.head_params), key="train_strip", config={"displayModeBar": False}
+        )
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Blocks frozen", f"{depth} of {total}", help="Grey in the strip above; input on the left.")
+        c2.metric("Trainable parameters", ui.millions(plan.trainable_params), help="Numbers the training will change.")
+        c3.metric(
+            "Total parameters",
+            ui.millions(plan.total_params),
+            help=f"{plan.trainable_params / plan.total_params:.1%} of them will train.",
+        )
 
     st.subheader("Settings")
     spec = CATALOGUE.get(backbone)
@@ -156,8 +189,13 @@ with setup:
 
     head_fitted = depth == total and chosen("augment") != "on" and chosen("feature_cache") and chosen("probe")
     by_epochs_only = (
-        "Feature extraction fits the head to its optimum in one go, so this does not apply. " if head_fitted else ""
+        "Auto chooses the epochs (and the learning rate follows them), so this does not apply. "
+        if mode == "auto"
+        else "Feature extraction fits the head to its optimum in one go, so this does not apply. "
+        if head_fitted
+        else ""
     )
+    head_fitted = head_fitted or mode == "auto"  # either way, these settings are Headstart's to choose
     s1, s2, s3 = st.columns(3)
     config_setting(
         s1.number_input,
@@ -194,7 +232,8 @@ with setup:
             format_func=lambda v: "auto" if v is None else f"{v:g}",
             disabled=head_fitted,
             help=by_epochs_only
-            + "How big each learning step is. Auto: 1e-3 (a new head that starts from zero takes 3x bigger steps).",
+            + "How big each learning step is. Auto: 3e-5 when blocks fine-tune from the fitted head; 1e-3 from a "
+            "zero head (which takes 3x bigger steps).",
         )
         config_setting(
             a2.radio,
@@ -304,6 +343,7 @@ with setup:
                 "train_start": make_config(depth),
                 "train_quick": make_config(
                     DEFAULTS["freeze"],
+                    strategy="manual",
                     backbone=QUICK_BACKBONE,
                     weights=quick_weights,
                     augment="off",
@@ -368,6 +408,8 @@ def show_progress(snap) -> None:
     frozen = f"{start['frozen_blocks']}/{start['total_blocks']} blocks frozen" if start else f"freeze {cfg['freeze']}"
     fitted = start.get("feature_cache") and cfg.get("probe")  # the head fitted in one go: no epochs
     how_long = "head fitted to its optimum" if fitted else f"{cfg['epochs']} epochs"
+    if cfg.get("strategy") == "auto":
+        how_long = f"Auto, {BUDGETS.get(cfg.get('budget') or 'best', cfg.get('budget'))}: now " + how_long
     what = f"{label_for(cfg['backbone'])}, {how_long}, {frozen}"
     state = "stopping at the next step..." if snap.stopping else snap.state
     st.markdown(f"**{snap.id}** · {what} · on {snap.device} · **{state}**")
@@ -440,7 +482,7 @@ def show_outcome(snap) -> None:
         st.warning("Cancelled before it started.")
     elif snap.state == "failed":
         st.error(f"Training failed: {snap.error}")
-    if snap.state in ("finished", "stopped") and snap.run_dir:
+    if snap.state in ("finished", "stopped") and snap.run_dir and (snap.summary or {}).get("epochs_run"):
         if snap.id == st.session_state.get(ui.JOB):
             st.session_state[ui.RUN] = snap.run_dir
         summary = snap.summary or {}

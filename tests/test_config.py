@@ -35,7 +35,11 @@ def test_resolved_settings_follow_the_plan():
     total = plan.total_blocks
     frozen_top = TrainConfig("x", freeze=total - 1).resolved(plan.at_depth(total - 1), 32)
     assert (frozen_top.freeze, frozen_top.augment, frozen_top.feature_cache) == (str(total - 1), "on", False)
-    assert (frozen_top.lr, frozen_top.img_size) == (1e-3, 32)
+    assert (frozen_top.lr, frozen_top.img_size, frozen_top.probe) == (3e-5, 32, True)  # LP-FT's small steps
+    from_zero = TrainConfig("x", freeze=total - 1, probe=False).resolved(plan.at_depth(total - 1), 32)
+    assert (from_zero.lr, from_zero.probe) == (1e-3, False)
+    scratch = TrainConfig("x", freeze=total - 1, weights="none").resolved(plan.at_depth(total - 1), 32)
+    assert (scratch.lr, scratch.probe) == (1e-3, False)  # random features: no probe to start from
     everything = TrainConfig("x", freeze="none", augment="off").resolved(plan.at_depth(0), 32)
     assert (everything.freeze, everything.augment, everything.feature_cache) == ("none", "off", False)
     asked_on = TrainConfig("x", augment="on").resolved(plan.at_depth("all"), 32)

@@ -242,3 +242,10 @@ def test_fine_tuning_starts_from_the_probe(colours, tmp_path):
     lpft = train(_config(colours, tmp_path, **start, weights=str(weights)))
     assert lpft["probe"]["penalty"] == probe_only["probe"]["penalty"] and lpft["epochs_run"] == 1
     assert lpft["best_val_accuracy"] == probe_only["best_val_accuracy"] > 0.9
+    # Blocks training, with augmentation: BatchNorm statistics stay those the head was fitted on, so nothing moves.
+    moving = train(_config(colours, tmp_path, **{**start, "freeze": "1", "augment": "on"}, weights=str(weights)))
+    assert moving["best_val_accuracy"] == probe_only["best_val_accuracy"]
+    resolved = json.loads((Path(moving["run_dir"]) / "config.json").read_text())
+    assert resolved["probe"] and resolved["lr"] == 1e-12  # asked for; without it, LP-FT's own default:
+    auto_lr = train(_config(colours, tmp_path, freeze="1", epochs=1, weights=str(weights), lr=None))
+    assert json.loads((Path(auto_lr["run_dir"]) / "config.json").read_text())["lr"] == 3e-5

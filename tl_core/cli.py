@@ -108,13 +108,13 @@ def config_argv(config) -> list[str]:
 
 
 def _train(args) -> int:
+    from tl_core.auto import run_strategy
     from tl_core.config import TrainConfig
-    from tl_core.training import train
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     bar = _ProgressPrinter()
     try:
-        summary = train(config, on_event=bar)
+        summary = run_strategy(config, on_event=bar)
     finally:
         bar.close()
     if args.json:

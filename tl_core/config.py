@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENT_CHOICES = ("auto", "on", "off")
+STRATEGIES = ("manual", "auto")
 DEFAULT_LR = 1e-3
+# Fine-tuning that starts from the fitted head: its gradients reach the backbone from the first step, so AdamW's
+# steps must be small or they tear the pretrained features apart (1e-3 lost 50 points in the first epoch, 3e-5 gained
+# over the zero head's default on solar-cell scans: docs/BENCHMARKS.md).
+LPFT_LR = 3e-5
 
 
 def _option(help: str, **argparse_extra) -> dict:
@@ -43,10 +48,28 @@ class TrainConfig:
             metavar="all|none|K",
         ),
     )
+    strategy: str = field(
+        default="manual",
+        metadata=_option(
+            "manual: train as the other options say; auto: the fitted head first, then fine-tuning as deep and as "
+            "long as the time budget allows, keeping the better model",
+            choices=STRATEGIES,
+        ),
+    )
+    budget: str | None = field(
+        default=None,
+        metadata=_option(
+            "with --strategy auto: about how long, e.g. 90s, 10m, 1h; 'best' for no limit", metavar="TIME"
+        ),
+    )
     epochs: int = field(default=10, metadata=_option("passes over the training pictures"))
     batch_size: int = field(default=32, metadata=_option("pictures per training step"))
     lr: float | None = field(
-        default=None, metadata=_option(f"peak learning rate (default {DEFAULT_LR:g}; the new head 3x that)")
+        default=None,
+        metadata=_option(
+            f"peak learning rate (default {DEFAULT_LR:g} from a zero head, which takes 3x that; {LPFT_LR:g} when "
+            "blocks fine-tune from the fitted head)"
+        ),
     )
     img_size: int | None = field(default=None, metadata=_option("square input size (default: the backbone's own)"))
     val_split: float = field(default=DEFAULT_VAL_FRACTION, metadata=_option("share of each class kept for validation"))
@@ -99,6 +122,12 @@ class TrainConfig:
             raise ValueError(f"Freeze takes all, none or a number of blocks, not '{self.freeze}'.")
         if self.augment not in AUGMENT_CHOICES:
             raise ValueError(f"Augmentation is auto, on or off, not '{self.augment}'.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"The strategy is manual or auto, not '{self.strategy}'.")
+        if self.strategy == "auto":
+            from tl_core.auto import parse_budget
+
+            parse_budget(self.budget)  # a sentence now rather than a failure after the first model
         if self.device not in DEVICES:
             raise ValueError(f"The device is one of {', '.join(DEVICES)}, not '{self.device}'.")
 
@@ -129,7 +158,7 @@ class TrainConfig:
             self,
             freeze=freeze,
             augment="on" if augment else "off",
-            lr=self.lr if self.lr is not None else DEFAULT_LR,
+            lr=self.lr if self.lr is not None else LPFT_LR if probe and not head_only else DEFAULT_LR,
             img_size=img_size,
             feature_cache=feature_cache,
             probe=probe,

@@ -15,11 +15,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from tl_core import events
+from tl_core.auto import run_strategy
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest
 from tl_core.devices import pick_device
 from tl_core.errors import user_message
-from tl_core.training import train
 
 ACTIVE_STATES = ("queued", "running")
 
@@ -140,7 +140,7 @@ class Job:
             self._snap.started_at = time.time()
         summary, error = None, None
         try:
-            summary = train(self.config, self._on_event, self._stop.is_set, self._manifest)
+            summary = run_strategy(self.config, self._on_event, self._stop.is_set, self._manifest)
             state = summary["status"]
         except Exception as exc:  # noqa: BLE001 - a failed job reports; the worker thread must live on
             state, error = "failed", user_message(exc)
@@ -240,6 +240,9 @@ class JobManager:
 
 # How each training event changes a job's snapshot (called with the job's lock held).
 def _on_created(snap: JobSnapshot, e: events.Created) -> None:
+    if snap.run_dir:  # a job's second run (Auto fine-tunes after the fitted head): the live view follows it
+        snap.history, snap.step_losses, snap.lr_schedule, snap.start_info = [], [], [], {}
+        snap.step = snap.total_steps = snap.epoch = 0
     snap.run_dir = e.run_dir
 
 

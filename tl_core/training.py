@@ -404,7 +404,7 @@ def _train_epoch_shrinking_on_oom(setup: _Setup, loop: _Loop, run: _Run, epoch: 
 def _train_epoch(setup: _Setup, loop: _Loop, run: _Run, epoch: int) -> tuple[float, float]:
     """One pass over the shuffled training images; returns (mean loss, accuracy)."""
     if setup.trained_module is setup.model:
-        set_train_mode(setup.model)  # frozen BatchNorm layers stay in eval
+        set_train_mode(setup.model, keep_statistics=setup.probe is not None)  # frozen BatchNorm layers stay in eval
     else:
         setup.trained_module.train()
     num_train = len(setup.rows["train"])

@@ -239,9 +239,17 @@ def test_train_without_data(open_page, empty_runs):
     assert "No data set yet" in shown
     assert at.button(key="train_start").disabled
     assert at.button(key="train_quick").disabled
+    assert at.radio(key="train_strategy").value == "auto"  # Auto is the app's default
+    assert at.number_input(key="train_epochs").disabled  # Auto chooses the epochs
     total = lite0_blocks()
+    _manual(at)
     assert metric(at, "Blocks frozen") == f"{total} of {total}"  # feature extraction freezes every block
     assert "No training on this server yet" in shown
+
+
+def _manual(at):
+    at.radio(key="train_strategy").set_value("manual").run()  # Auto is the default; the freeze controls are Manual's
+    return at
 
 
 def _strategy(at):
@@ -253,7 +261,7 @@ def _depth_slider(at):
 
 
 def test_train_strategy_presets_move_the_strip(open_page, digits_dir):
-    at = open_page("pages/train.py", state=dataset_state(digits_dir))
+    at = _manual(open_page("pages/train.py", state=dataset_state(digits_dir)))
     total = lite0_blocks()
     assert metric(at, "Blocks frozen") == f"{total} of {total}"
     assert _strategy(at).value == "feature"  # every block frozen is feature extraction, and it says so
@@ -290,7 +298,7 @@ def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     assert metric(at, "Best validation accuracy") == f"{best:.1%}"
     assert f"The kept model is epoch {snap.summary['best_epoch']}'s, the best on validation: {best:.1%}" in shown
     assert at.session_state["hs_run"] == snap.run_dir
-    assert len(at.get("plotly_chart")) == 4  # strip, loss, accuracy, learning rate
+    assert len(at.get("plotly_chart")) == 3  # loss, accuracy, learning rate (Auto, the default mode, has no strip)
 
     at.switch_page("pages/evaluate.py").run()  # the run just trained is the one evaluated
     assert_clean(at)
@@ -299,7 +307,7 @@ def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
 
 def test_train_second_person_is_queued_and_can_stop(open_page, digits_dir, empty_runs):
     state = dataset_state(digits_dir)
-    first = open_page("pages/train.py", state=state)
+    first = _manual(open_page("pages/train.py", state=state))
     first.select_slider(key="train_img_size").set_value(64).run()
     _strategy(first).set_value("all").run()
     first.number_input(key="train_epochs").set_value(50).run()
@@ -321,6 +329,21 @@ def test_train_second_person_is_queued_and_can_stop(open_page, digits_dir, empty
     snap = wait_for_job(first, timeout=60)
     assert snap.state == "stopped"
     assert "Stopped" in texts(first)
+
+
+def test_train_auto_within_a_minute_says_what_it_chose(open_page, digits_dir, empty_runs):
+    at = open_page("pages/train.py", state=dataset_state(digits_dir))
+    at.select_slider(key="train_img_size").set_value(64).run()
+    at.radio(key="train_budget").set_value("1m").run()
+    at.button(key="train_start").click().run()
+    snap = wait_for_job(at, timeout=150)
+    assert snap.state == "finished", snap.error
+    assert snap.summary["auto"]["budget"] == "1m"
+    assert snap.summary["message"].startswith("Auto ")  # "Auto kept the fitted head: ..." or "Auto tried ..."
+    assert snap.summary["message"] in texts(at)
+    kept = max(r["val_accuracy"] for r in snap.summary["auto"]["runs"])
+    assert snap.summary["best_val_accuracy"] == kept
+    assert len(list(empty_runs.iterdir())) == len(snap.summary["auto"]["runs"])
 
 
 def test_train_failure_is_a_sentence(open_page, digits_dir, empty_runs):
