@@ -9,11 +9,13 @@ on disk.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, scan_dataset
@@ -136,9 +138,6 @@ def train_auto(
 
 def _kept(summary: dict, runs: list[dict], config: TrainConfig, sentence: str) -> dict:
     """The kept run's summary, with what Auto did, written back into that run's summary.json."""
-    import json
-    from pathlib import Path
-
     summary = {
         **summary,
         "message": f"{sentence} {summary.get('message', '')}".strip(),
