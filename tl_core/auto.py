@@ -26,7 +26,9 @@ from tl_core.training import EventSink, train
 BUDGETS = {"1m": "about 1 minute", "10m": "about 10 minutes", "best": "the best I can get"}
 BEST_EPOCHS = 30  # "the best I can get": fine-tuning as long as it keeps improving (early stopping), at most this
 MIN_EPOCHS = 3  # fewer epochs of fine-tuning than this rarely beat the fitted head
-ALL_BLOCKS_PER_CLASS = 100  # from this many training pictures per class, every block may adapt
+# From this many training pictures per class every block may adapt; below it the last third does. At 150 solar-cell
+# scans per class, fine-tuning every block reached 86.1% against 87.0% for the last third, in twice the time.
+ALL_BLOCKS_PER_CLASS = 500
 TOP_COST = 0.7  # an epoch with the last third of the blocks training, against one with every block (backward is cut)
 HEADROOM = 0.85  # the share of the budget left that fine-tuning plans to use (evaluation, saving, a slower machine)
 
