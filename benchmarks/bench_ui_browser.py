@@ -100,9 +100,9 @@ def train_from_page(
     chooser.value.set_files(str(images))
     page.get_by_text("Samples per class").wait_for(timeout=120_000)
     page.get_by_role("link", name="3. Train").first.click()
-    page.get_by_text("How to train").first.wait_for(timeout=60_000)
+    page.get_by_role("heading", name="How to train").wait_for(timeout=60_000)
     page.get_by_text("Manual: choose how much to retrain").click()  # Auto is the default
-    page.get_by_text("How much to retrain").wait_for(timeout=60_000)
+    page.get_by_text("How much to retrain", exact=True).wait_for(timeout=60_000)
     page.get_by_role("radio", name="Fine-tune the top").click()
     page.wait_for_timeout(500)
     slider = page.locator('input[type=range][aria-label="Image size (px)"]')

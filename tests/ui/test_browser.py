@@ -171,7 +171,7 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     # 3. Train: fine-tune the top blocks on small images, long enough to watch the curve grow.
     _go(page, "3. Train", "How to train")
     page.get_by_text("Manual: choose how much to retrain").click()  # Auto is the default
-    page.get_by_text("How much to retrain").wait_for(timeout=60_000)
+    page.get_by_text("How much to retrain", exact=True).wait_for(timeout=60_000)
     page.get_by_role("radio", name="Fine-tune the top").click()
     page.locator('[data-testid="stMetricValue"]').first.wait_for()
     page.locator('input[type=range][aria-label="Image size (px)"]').focus()

@@ -32,9 +32,9 @@ def _use_sample(page, url: str) -> None:
 
 def _manual(page) -> None:
     """Auto is the default: switch to Manual, where the freeze strategy and the epochs are the person's."""
-    page.get_by_text("How to train").first.wait_for(timeout=60_000)
+    page.get_by_role("heading", name="How to train").wait_for(timeout=60_000)
     page.get_by_text("Manual: choose how much to retrain").click()  # Auto is the default
-    page.get_by_text("How much to retrain").wait_for(timeout=60_000)
+    page.get_by_text("How much to retrain", exact=True).wait_for(timeout=60_000)
 
 
 def _expect_epochs(page, value: str) -> None:
@@ -57,7 +57,7 @@ def test_refresh_and_a_second_tab_keep_the_data_set_the_settings_and_the_job(ser
         page.get_by_text("Started: job").wait_for(timeout=30_000)
 
         page.reload()  # a refresh is a new session: the choices come back from the browser's saved state
-        page.get_by_text("How much to retrain").wait_for(timeout=60_000)
+        page.get_by_text("How much to retrain", exact=True).wait_for(timeout=60_000)
         assert f"Data: {SAMPLE}" in page.inner_text("body")
         _expect_epochs(page, "37")
         page.get_by_text("37 epochs").first.wait_for(timeout=60_000)  # the job's progress line is shown again
@@ -68,7 +68,7 @@ def test_refresh_and_a_second_tab_keep_the_data_set_the_settings_and_the_job(ser
         second.get_by_text(f"on {SAMPLE}").first.wait_for(timeout=60_000)  # what the running job trains on
         assert SAMPLE in second.inner_text("body")  # and the data set this browser chose
         second.goto(f"{server['url']}/train")
-        second.get_by_text("How much to retrain").wait_for(timeout=60_000)
+        second.get_by_text("How much to retrain", exact=True).wait_for(timeout=60_000)
         _expect_epochs(second, "37")
 
         second.get_by_role("button", name="Stop").click()
