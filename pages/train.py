@@ -456,7 +456,8 @@ def show_curves(snap) -> None:
         help="How wrong it is on held-out pictures; should go down.",
     )
     m3.metric("Epochs done", f"{len(history)} of {snap.epochs}")
-    speed = snap.images_per_second
+    # A fitted head takes no steps: its speed is the training pictures over the seconds the fit took (its epoch's).
+    speed = snap.images_per_second or (history[-1]["images_per_second"] if history else 0.0)
     m4.metric(
         "Speed (images/s)", f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}", help="Training pictures per second."
     )
@@ -465,7 +466,10 @@ def show_curves(snap) -> None:
     k1, k2, k3 = st.columns(3)
     k1.plotly_chart(loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
     k2.plotly_chart(accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
-    k3.plotly_chart(lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
+    if snap.lr_schedule or not history:
+        k3.plotly_chart(lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
+    else:
+        k3.caption("No learning rate to show: the head was fitted in one go (L-BFGS), without steps.")
     if snap.active:
         st.caption(
             f"Curves as of step {snap.step:,} of {snap.total_steps or 0:,}. They redraw every {ui.CURVES_REFRESH_S:g} s "

@@ -298,7 +298,9 @@ def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     assert metric(at, "Best validation accuracy") == f"{best:.1%}"
     assert f"The kept model is epoch {snap.summary['best_epoch']}'s, the best on validation: {best:.1%}" in shown
     assert at.session_state["hs_run"] == snap.run_dir
-    assert len(at.get("plotly_chart")) == 3  # loss, accuracy, learning rate (Auto, the default mode, has no strip)
+    assert len(at.get("plotly_chart")) == 2  # loss and accuracy (no strip in Auto, the default mode; no steps: no LR)
+    assert "No learning rate to show: the head was fitted in one go" in texts(at)
+    assert metric(at, "Speed (images/s)") != "0.0"  # the fit's own rate, not the absent steps' zero
 
     at.switch_page("pages/evaluate.py").run()  # the run just trained is the one evaluated
     assert_clean(at)
