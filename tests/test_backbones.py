@@ -102,3 +102,26 @@ def test_none_means_random_on_purpose_and_is_seeded():
     a = create_backbone("test_efficientnet", num_classes=2, weights="none", seed=3).model.state_dict()
     b = create_backbone("test_efficientnet", num_classes=2, weights="none", seed=3).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _RunsCode:
+    """Unpickling this calls a function: what a booby-trapped checkpoint does (here a harmless one)."""
+
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_a_weights_file_that_could_run_code_is_refused_plainly(tmp_path, capsys):
+    import torch
+
+    from tl_core.backbones import create_backbone
+    from tl_core.errors import WeightsUnavailableError, user_message
+
+    trap = tmp_path / "model.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _RunsCode()}, trap)
+    with pytest.raises(WeightsUnavailableError) as refused:
+        create_backbone("test_efficientnet", 2, str(trap))
+    message = user_message(refused.value)
+    assert "'model.pth' was refused" in message and "could run code" in message
+    assert "weights_only" not in message and "Something went wrong" not in message  # never the unsafe way round
+    assert "this ran while loading" not in capsys.readouterr().out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import pickle
 import threading
 import time
 import urllib.request
@@ -364,6 +365,8 @@ def _from_file(name: str, num_classes: int, path: Path, img_size: int | None) ->
             load_by_key_order(model, state, skip_head=len(state) != len(model.state_dict()))
         except WeightsUnavailableError as inner:
             raise WeightsUnavailableError(f"'{path.name}' does not fit '{name}': {inner}") from exc
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) met more than tensors
+        raise _refused(path) from exc
     except Exception as exc:  # noqa: BLE001 - unreadable files fail in format-specific ways
         raise WeightsUnavailableError(f"Cannot read weights from '{path}': {exc}") from exc
     return _wrap(model, name, str(path), weights_id)
@@ -380,12 +383,24 @@ def build_model(img_size: int | None, name: str, **kwargs) -> nn.Module:
     return timm.create_model(name, **kwargs)
 
 
+def _refused(path: Path) -> WeightsUnavailableError:
+    """A weights file that is more than weights: said plainly, and never with the unsafe way round it."""
+    return WeightsUnavailableError(
+        f"'{path.name}' was refused: besides weights it holds Python objects that could run code when loaded, so "
+        "Headstart does not open it. Save the model's weights alone (a .safetensors file, or "
+        "torch.save(model.state_dict(), ...)) and give that file."
+    )
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refused(path) from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
