@@ -26,7 +26,7 @@ from bench_probe import BACKBONE, subset  # noqa: E402
 from tl_core.auto import run_strategy  # noqa: E402
 from tl_core.config import TrainConfig  # noqa: E402
 from tl_core.data import scan_dataset  # noqa: E402
-from tl_core.freezing import backbone_structure  # noqa: E402
+from tl_core.freezing import backbone_structure, top_third_frozen  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     total = backbone_structure(BACKBONE, len(manifest.class_names)).total_blocks
     fixed = {
         "quick": dict(freeze="all"),
-        "top": dict(freeze=str(total - max(1, round(total / 3)))),
+        "top": dict(freeze=str(top_third_frozen(total))),
         "all": dict(freeze="none"),
         "scratch": dict(freeze="none", weights="none"),
     }

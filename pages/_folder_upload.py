@@ -80,7 +80,7 @@ def _handle(event: dict, state: dict) -> None:
     kind = event.get("kind")
     if kind == "announce":
         upload = FolderUpload.announce(event.get("names", []), event.get("sizes", []), event.get("modified", []))
-        state.update(upload=upload, needed=_ranges(upload.needed()), expected=upload.expected, unreadable=[])
+        state.update(upload=upload, needed=_ranges(upload.needed()), unreadable=[])
         return
     upload: FolderUpload | None = state.get("upload")
     if upload is None:
@@ -99,13 +99,9 @@ def _handle(event: dict, state: dict) -> None:
             state["missing"] = exc.missing
 
 
+@st.fragment  # a batch reruns the uploader alone, not the whole Data page
 def folder_uploader(on_complete) -> None:
     """The uploader; `on_complete(folder: Path, label: str)` runs once the whole folder is on the server."""
-    _uploader_fragment(on_complete)
-
-
-@st.fragment
-def _uploader_fragment(on_complete) -> None:
     state = st.session_state.get(STATE, {})
     upload: FolderUpload | None = state.get("upload")
     data = {"token": state.get("token"), "ack": state.get("ack", 0), "needed": state.get("needed", [])}

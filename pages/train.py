@@ -7,6 +7,7 @@ from tl_core.auto import BUDGETS
 from tl_core.backbones import CATALOGUE, label_for, offline_weights_file
 from tl_core.config import TrainConfig
 from tl_core.events import STAGE_LABELS
+from tl_core.freezing import top_third_frozen
 from tl_core.plots import accuracy_figure, freeze_strip, loss_figure, lr_figure
 
 ui.header(
@@ -41,7 +42,7 @@ num_classes = len(manifest.class_names) if manifest is not None else 2
 
 
 def depth_for(strategy: str, total: int) -> int:
-    return {"feature": total, "top": total - max(1, round(total / 3)), "all": 0}[strategy]
+    return {"feature": total, "top": top_third_frozen(total), "all": 0}[strategy]
 
 
 def strategy_for(depth: int, total: int) -> str | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, scan_dataset
 from tl_core.events import Message
+from tl_core.freezing import top_third_frozen
 from tl_core.speed import measure_speed, remember_speed, remembered_speeds
 from tl_core.training import EventSink, train
 
@@ -60,30 +61,30 @@ def plan_fine_tune(
     training_images_per_second: float,
     inference_images_per_second: float,
 ) -> FineTunePlan | None:
-    """How to fine-tune in the time left, or None (with the reason in `no_fine_tune_reason`) to keep the fitted head."""
+    """How to fine-tune in the time left (every block from enough pictures per class, else, or if every block does
+    not fit, the last third), or None to keep the fitted head."""
     if probe_accuracy >= 0.995:
         return None
     per_class = num_train / max(num_classes, 1)
-    depth = "none" if per_class >= ALL_BLOCKS_PER_CLASS else str(total_blocks - max(1, round(total_blocks / 3)))
-    cost = 1.0 if depth == "none" else TOP_COST
-    epoch_seconds = num_train / max(training_images_per_second, 1e-9) * cost + num_val / max(
-        inference_images_per_second, 1e-9
-    )
-    affordable = BEST_EPOCHS if seconds_left is None else math.floor(seconds_left * HEADROOM / epoch_seconds)
-    if affordable < MIN_EPOCHS and depth == "none":  # all blocks do not fit: try the top third
-        depth, cost = str(total_blocks - max(1, round(total_blocks / 3))), TOP_COST
-        epoch_seconds = epoch_seconds * TOP_COST
+    top = str(top_third_frozen(total_blocks))
+    depths = (["none"] if per_class >= ALL_BLOCKS_PER_CLASS else []) + [top]
+    for depth in depths:
+        cost = 1.0 if depth == "none" else TOP_COST
+        epoch_seconds = num_train / max(training_images_per_second, 1e-9) * cost + num_val / max(
+            inference_images_per_second, 1e-9
+        )
         affordable = BEST_EPOCHS if seconds_left is None else math.floor(seconds_left * HEADROOM / epoch_seconds)
-    if affordable < MIN_EPOCHS:
-        return None
-    epochs = min(affordable, BEST_EPOCHS)
-    what = "every block" if depth == "none" else "the last third of the blocks"
-    reason = (
-        f"{what} fine-tuned for {epochs} epochs (about {epoch_seconds:.0f} s each here"
-        + (f", {per_class:.0f} pictures per class" if depth == "none" else "")
-        + ")"
-    )
-    return FineTunePlan(depth, epochs, reason)
+        if affordable >= MIN_EPOCHS:
+            epochs = min(affordable, BEST_EPOCHS)
+            what = (
+                f"every block ({per_class:.0f} pictures per class)"
+                if depth == "none"
+                else "the last third of the blocks"
+            )
+            return FineTunePlan(
+                depth, epochs, f"{what} fine-tuned for {epochs} epochs (about {epoch_seconds:.0f} s each here)"
+            )
+    return None
 
 
 def train_auto(

@@ -108,6 +108,11 @@ def set_train_mode(model: nn.Module, keep_statistics: bool = False) -> None:
                 module.eval()
 
 
+def top_third_frozen(total_blocks: int) -> int:
+    """The freeze depth at which the last third of the blocks (at least one) trains: "Fine-tune the top"."""
+    return total_blocks - max(1, round(total_blocks / 3))
+
+
 def layer_lr_scales(plan: FreezePlan, decay: float) -> list[float]:
     """Learning-rate multiplier per block for layer-wise decay: the block next to the head gets 1, earlier ones less."""
     n = plan.total_blocks

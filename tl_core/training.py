@@ -345,8 +345,9 @@ def _fit_done_by_probe(setup: _Setup, run: _Run) -> dict:
         "step_seconds": round(seconds, 2),
         "train_images_per_second": speed,
         "batch_size": len(setup.rows["train"]),
+        "feature_cache": True,
+        "input": run.start["input"],
     }
-    extra.update(feature_cache=True, input=run.start["input"])
     return _summarise(setup, run, "finished", [asdict(record)], setup.probe.sentence(), extra)
 
 
