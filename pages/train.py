@@ -245,6 +245,15 @@ with setup:
             help="Random crops and flips so the model sees varied pictures. Auto: on when the backbone trains.",
         )
         config_setting(
+            a2.radio,
+            "Mirror images at prediction",
+            "tta",
+            options=["auto", "on", "off"],
+            horizontal=True,
+            help="Test-time augmentation: label each picture from itself and its mirror image together. Auto: only "
+            "if that labels the validation pictures better (mirroring misleads on text or left/right anatomy).",
+        )
+        config_setting(
             a3.slider,
             "Label smoothing",
             "label_smoothing",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENT_CHOICES = ("auto", "on", "off")
+TTA_CHOICES = ("auto", "on", "off")
 STRATEGIES = ("manual", "auto")
 DEFAULT_LR = 1e-3
 # Fine-tuning that starts from the fitted head: its gradients reach the backbone from the first step, so AdamW's
@@ -83,6 +84,14 @@ class TrainConfig:
         default="auto",
         metadata=_option("random crops and flips; auto: on when backbone blocks train", choices=AUGMENT_CHOICES),
     )
+    tta: str = field(
+        default="auto",
+        metadata=_option(
+            "test-time augmentation: predict from each picture and its mirror image together; auto: only if that "
+            "does better on the validation pictures",
+            choices=TTA_CHOICES,
+        ),
+    )
     label_smoothing: float = field(default=0.1, metadata=_option("keeps the model from over-confidence"))
     class_balanced: bool = field(default=False, metadata=_option("weight the loss so small classes count as much"))
     weight_decay: float = field(default=0.05, metadata=_option("AdamW weight decay (not on biases and norms)"))
@@ -122,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"Freeze takes all, none or a number of blocks, not '{self.freeze}'.")
         if self.augment not in AUGMENT_CHOICES:
             raise ValueError(f"Augmentation is auto, on or off, not '{self.augment}'.")
+        if self.tta not in TTA_CHOICES:
+            raise ValueError(f"Test-time augmentation is auto, on or off, not '{self.tta}'.")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"The strategy is manual or auto, not '{self.strategy}'.")
         if self.strategy == "auto":

@@ -75,6 +75,8 @@ def main(paths) -> int:
             continue
         with torch.no_grad():
             probs = model(x[None]).softmax(1)[0]
+            if PRE.get("mirror_average"):
+                probs = (probs + model(x[None].flip(-1)).softmax(1)[0]) / 2
         confidence, index = probs.max(0)
         print(json.dumps({"path": path, "label": LABELS[index], "confidence": round(float(confidence), 6)}))
     return 0
@@ -98,6 +100,7 @@ def export_bundle(run_dir: str | Path, out: Path) -> Path:
     if not weights.exists():
         raise RunNotFoundError(f"Run '{run.id}' has no trained weights to export (it saved none before it ended).")
     spec = run.config["input"]
+    mirror = bool(run.summary.get("tta", {}).get("mirror"))
     preprocessing = {
         "backbone": run.config["backbone"],
         "img_size": spec["img_size"],
@@ -110,7 +113,11 @@ def export_bundle(run_dir: str | Path, out: Path) -> Path:
             f"resize the shorter side to {spec['cache_size']} px (bicubic)",
             f"centre crop {spec['img_size']}x{spec['img_size']}",
             "scale to 0..1, subtract mean, divide by std (per channel)",
-        ],
+        ]
+        + (
+            ["predict on the picture and on its mirror image (left-right), average the probabilities"] if mirror else []
+        ),
+        "mirror_average": mirror,
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +151,12 @@ def model_card(config: dict, summary: dict, class_names: list[str], run_dir: Pat
         f"- Validation accuracy: {_pct(summary.get('best_val_accuracy'))} on {summary.get('num_val')} images "
         f"(best epoch {summary.get('best_epoch')}).",
     ]
+    tta = summary.get("tta") or {}
+    if tta.get("mirror"):
+        lines.append(
+            f"- Each picture is labelled from itself and its mirror image together (test-time augmentation): "
+            f"{_pct(tta['val_accuracy_mirrored'])} on validation against {_pct(tta['val_accuracy_plain'])} without."
+        )
     if summary.get("test_accuracy") is not None:
         lines.append(f"- Test accuracy: {_pct(summary['test_accuracy'])} on {summary.get('num_test')} held-out images.")
     lines += ["", "## Data", "| class | train | val | test |", "|---|---|---|---|"]

@@ -24,6 +24,7 @@ class Predictor:
     spec: InputSpec
     backbone: str
     device: torch.device
+    mirror: bool = False  # average each picture's probabilities with its mirror image's (chosen on validation)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
@@ -45,7 +46,8 @@ class Predictor:
         spec = InputSpec(
             **{**config["input"], "mean": tuple(config["input"]["mean"]), "std": tuple(config["input"]["std"])}
         )
-        return cls(model, class_names, spec, config["backbone"], torch.device(device))
+        mirror = bool((read_json(run_dir / "summary.json", {}) or {}).get("tta", {}).get("mirror"))
+        return cls(model, class_names, spec, config["backbone"], torch.device(device), mirror)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """RGB images -> the normalised batch the model expects (the evaluation crop of training)."""
@@ -54,7 +56,11 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, images: list[Image.Image]) -> np.ndarray:
-        return self.model(self.preprocess(images)).float().softmax(1).cpu().numpy()
+        x = self.preprocess(images)
+        probs = self.model(x).float().softmax(1)
+        if self.mirror:
+            probs = (probs + self.model(x.flip(-1)).float().softmax(1)) / 2
+        return probs.cpu().numpy()
 
     def predict_images(self, images: list[Image.Image], top_k: int = 3) -> list[dict]:
         results = []

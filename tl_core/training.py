@@ -81,7 +81,9 @@ class _Setup:
     labels: dict[str, torch.Tensor]
     manifest: DatasetManifest
     device: torch.device
+    spec: InputSpec
     probe: Probe | None = None  # the fitted head the training starts from (or, backbone frozen, is)
+    mirror: bool = False  # predictions average each picture's with its mirror image's (test-time augmentation)
 
 
 @dataclass
@@ -188,7 +190,7 @@ def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -
         trained_module, batch_logits = _head_on_features(model, features, device)
     else:
         trained_module, batch_logits = _whole_model(config, run, model, spec, manifest, device)
-    return _Setup(config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, probe)
+    return _Setup(config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, probe)
 
 
 def _check_splits(manifest: DatasetManifest) -> None:
@@ -352,12 +354,17 @@ def _fit_done_by_probe(setup: _Setup, run: _Run) -> dict:
 
 
 def _summarise(setup: _Setup, run: _Run, status: str, history: list[dict], message: str, extra: dict) -> dict:
-    """The run's summary: the test pass with the kept weights (when there is a test split), what the probe chose."""
+    """The run's summary: whether mirrored pictures help, the test pass with the kept weights (when there is a test
+    split), what the probe chose."""
+    if status == "finished" and history:
+        extra.update(_choose_mirroring(setup, run.writer))
     if len(setup.rows["test"]) and history:
         extra.update(_test_pass(setup, run.writer))
     if setup.probe is not None:
         extra["probe"] = setup.probe.summary()
     summary = build_summary(run.writer.run_dir, status, run.start, history, message, **extra)
+    if setup.mirror:  # the figure of the model as it will predict, as Evaluate reads it from predictions.csv
+        summary["best_val_accuracy"] = extra["tta"]["val_accuracy_mirrored"]
     summary["message"] = " ".join(filter(None, [message, _kept_sentence(summary)]))
     return summary
 
@@ -455,30 +462,53 @@ def _train_step(setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tens
     return loss_value, int((logits.argmax(1) == y).sum())
 
 
-def _evaluate(setup: _Setup, split: str, check_stop: Callable[[], None] = lambda: None) -> dict:
-    """Plain cross-entropy and accuracy over a split, with (position, true, predicted, confidence) per image."""
+def _evaluate(setup: _Setup, split: str, check_stop: Callable[[], None] = lambda: None, mirror: bool = False) -> dict:
+    """Plain cross-entropy and accuracy over a split, with (position, true, predicted, confidence) per image.
+
+    With `mirror`, each picture's probabilities are the mean of its own and its mirror image's."""
+    log_probs = _log_probabilities(setup, split, check_stop)
+    if mirror:
+        mirrored = _log_probabilities(setup, split, check_stop, mirrored=True)
+        log_probs = torch.logsumexp(torch.stack([log_probs, mirrored]), 0) - math.log(2)
+    labels = setup.labels[split]
+    confidence, predicted = log_probs.exp().max(1)
+    n = max(len(labels), 1)
+    return {
+        "loss": F.nll_loss(log_probs, labels, reduction="sum").item() / n,
+        "accuracy": int((predicted == labels).sum()) / n,
+        "predictions": list(
+            zip(range(len(labels)), labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True)
+        ),
+    }
+
+
+def _log_probabilities(setup: _Setup, split: str, check_stop: Callable[[], None], mirrored: bool = False):
+    """N x classes log-probabilities of a split's pictures (on the CPU), or of their mirror images."""
     setup.trained_module.eval()
     setup.model.eval()
-    rows, labels = setup.rows[split], setup.labels[split]
-    total_loss, correct, predictions = 0.0, 0, []
+    rows = setup.rows[split]
+    images = cache.decoded_images(setup.manifest, setup.spec.cache_size) if mirrored else None
+    out = [torch.zeros(0, len(setup.manifest.class_names))]
     with torch.no_grad():
         for start, end in _batches(len(rows), 64):
             check_stop()
-            y = labels[start:end].to(setup.device)
             with _autocast(setup.device):
-                logits = setup.batch_logits(rows[start:end], False)
-            logits = logits.float()
-            total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-            confidence, predicted = logits.softmax(1).max(1)
-            correct += int((predicted == y).sum())
-            predictions += zip(range(start, end), y.tolist(), predicted.tolist(), confidence.tolist(), strict=True)
-    n = max(len(rows), 1)
-    return {"loss": total_loss / n, "accuracy": correct / n, "predictions": predictions}
+                if mirrored:
+                    x = to_model_input(cache.to_batch(images, rows[start:end], setup.device), setup.spec)
+                    logits = setup.model(_on_device(x.flip(-1), setup.device))
+                else:
+                    logits = setup.batch_logits(rows[start:end], False)
+            out.append(logits.float().log_softmax(1).cpu())
+    return torch.cat(out)
 
 
 def _keep_best(writer: RunWriter, setup: _Setup, predictions: list) -> None:
     """The best weights so far, and predictions.csv of those weights, so an interrupted run keeps a matching pair."""
     writer.save_weights(setup.model)
+    _write_predictions(writer, setup, predictions)
+
+
+def _write_predictions(writer: RunWriter, setup: _Setup, predictions: list) -> None:
     val_samples, names = setup.manifest.split("val"), setup.manifest.class_names
     writer.write_predictions([(val_samples[i].path, names[t], names[p], c) for i, t, p, c in predictions])
 
@@ -491,22 +521,55 @@ def _should_stop_early(history: list[dict], patience: int) -> bool:
     return all(h["val_loss"] >= best_before - 1e-4 for h in history[-patience:])
 
 
-def _test_pass(setup: _Setup, writer: RunWriter) -> dict:
-    """The test split, measured once, with the kept (best) weights."""
+def _load_kept(setup: _Setup, writer: RunWriter) -> None:
     from safetensors.torch import load_file
 
     setup.model.load_state_dict(load_file(str(writer.run_dir / "model.safetensors")))
-    test = _evaluate(setup, "test")
+
+
+def _choose_mirroring(setup: _Setup, writer: RunWriter) -> dict:
+    """Test-time augmentation: with the kept weights, validation predicted from each picture and its mirror image;
+    kept (config 'auto') only when it does better than the pictures alone, accuracy first, then loss. Mirroring
+    is wrong for some pictures (text, left/right anatomy), and validation is where that shows."""
+    if setup.config.tta == "off":
+        return {}
+    _load_kept(setup, writer)
+    plain, mirrored = _evaluate(setup, "val"), _evaluate(setup, "val", mirror=True)
+    helps = (mirrored["accuracy"], -mirrored["loss"]) > (plain["accuracy"], -plain["loss"])
+    setup.mirror = setup.config.tta == "on" or helps
+    if setup.mirror:
+        _write_predictions(writer, setup, mirrored["predictions"])
+    return {
+        "tta": {
+            "mirror": setup.mirror,
+            "val_accuracy_plain": plain["accuracy"],
+            "val_loss_plain": round(plain["loss"], 6),
+            "val_accuracy_mirrored": mirrored["accuracy"],
+            "val_loss_mirrored": round(mirrored["loss"], 6),
+        }
+    }
+
+
+def _test_pass(setup: _Setup, writer: RunWriter) -> dict:
+    """The test split, measured once, with the kept (best) weights, mirrored pictures too if validation chose so."""
+    _load_kept(setup, writer)
+    test = _evaluate(setup, "test", mirror=setup.mirror)
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "num_test": len(setup.rows["test"])}
 
 
 def _kept_sentence(summary: dict) -> str:
     if not summary["epochs_run"]:
         return "No epoch was completed, so no weights were kept."
-    return (
+    kept = (
         f"The kept model is epoch {summary['best_epoch']}'s, the best on validation: "
-        f"{summary['best_val_accuracy']:.1%} accuracy."
+        f"{summary['best_val_accuracy']:.1%} accuracy"
     )
+    tta = summary.get("tta")
+    if tta and tta["mirror"]:
+        return f"{kept} with each picture's mirror image averaged in ({tta['val_accuracy_plain']:.1%} without)."
+    if tta:
+        return f"{kept} (the mirror images did not help: {tta['val_accuracy_mirrored']:.1%}, so they are not used)."
+    return kept + "."
 
 
 # ---------------------------------------------------------------- small pieces
