@@ -63,6 +63,8 @@ def main() -> None:
                 "epochs_run": summary["epochs_run"],
                 "frozen_blocks": f"{summary['frozen_blocks']}/{summary['total_blocks']}",
             }
+            if summary.get("tta"):
+                row["mirror_tta"] = summary["tta"]
             if "auto" in summary:
                 row["auto"] = summary["auto"]["sentence"]
             print(json.dumps(row), flush=True)

@@ -76,3 +76,21 @@ with ui.user_errors("The list of runs could not be read"):
             key="home_runs",
         )
         st.caption(f"Runs are kept in {ui.settings.runs_dir().resolve()}.")
+
+        cut_off = [r for r in runs if r.can_resume]
+        if cut_off:
+            st.subheader("Cut off before they ended")
+            st.caption(
+                "These runs stopped early (the server was closed or killed, or the disk filled). Each kept its last "
+                "finished epoch: resume it and it goes on from there, in the same folder, with the same pictures."
+            )
+            for run in cut_off[:5]:
+                text, button = st.columns([4, 1])
+                text.write(f"{ui.run_label(run)}, after {run.summary.get('epochs_run', 0)} epoch(s)")
+                if button.button("Resume", key=f"home_resume_{run.id}", icon=":material/play_arrow:"):
+                    from tl_core.config import TrainConfig
+
+                    with ui.user_errors("The run could not resume"):
+                        job = ui.job_manager().submit(TrainConfig.for_resume(run.run_dir), data_label=run.id)
+                        st.session_state[ui.JOB] = job.id
+                        st.rerun()  # "Training now", above, follows it

@@ -88,10 +88,15 @@ def cached_features(key: str, compute: Callable[[], np.ndarray]) -> tuple[np.nda
     if path.exists():
         return _load(path), True
     features = compute().astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npy")
-    np.save(tmp, features)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, features)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # no room for the cache (disk full, read-only): this run has its features, the next computes them again
+    finally:
+        tmp.unlink(missing_ok=True)
     return features, False
 
 

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the summary as JSON on the last line of stdout")
     t.set_defaults(func=_train)
 
+    c = commands.add_parser("resume", help="continue a run that was cut off (killed, crashed, disk full)")
+    c.add_argument("run_dir", metavar="RUN_DIR")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON on the last line of stdout")
+    c.set_defaults(func=_resume)
+
     p = commands.add_parser("predict", help="label images with a trained run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", metavar="IMAGE", nargs="+")
@@ -85,6 +90,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         if f.name == "data_dir":
             parser.add_argument("data_dir", metavar="DATA_DIR", **meta)
             continue
+        if f.name == "resume":
+            continue  # its own command, `resume RUN_DIR`: the run folder holds every other setting
         flag = "--" + f.name.replace("_", "-")
         kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
         if kind is bool:
@@ -108,16 +115,27 @@ def config_argv(config) -> list[str]:
 
 
 def _train(args) -> int:
-    from tl_core.auto import run_strategy
     from tl_core.config import TrainConfig
 
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name in args})
+    return _run_and_report(config, args.json)
+
+
+def _resume(args) -> int:
+    from tl_core.config import TrainConfig
+
+    return _run_and_report(TrainConfig.for_resume(args.run_dir), args.json)
+
+
+def _run_and_report(config, as_json: bool) -> int:
+    from tl_core.auto import run_strategy
+
     bar = _ProgressPrinter()
     try:
         summary = run_strategy(config, on_event=bar)
     finally:
         bar.close()
-    if args.json:
+    if as_json:
         print(json.dumps(summary, default=str))
     else:
         _print_summary(summary)

@@ -6,7 +6,9 @@ The CLI's options and the web app's widgets are both derived from these fields (
 
 from __future__ import annotations
 
+import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tl_core import settings
@@ -117,6 +119,9 @@ class TrainConfig:
         default=3.0, metadata=_option("when backbone blocks train, the new head learns this many times faster")
     )
     compile: bool = field(default=False, metadata=_option("torch.compile the model (CUDA only: pays on long runs)"))
+    resume: str | None = field(
+        default=None, metadata={"help": "the folder of a run that was cut off, to continue from its last epoch"}
+    )  # not a `train` option: `python -m tl_core resume RUN_DIR` builds the whole config from the run folder
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -178,3 +183,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def for_resume(cls, run_dir: str | Path) -> TrainConfig:
+        """The settings a cut-off run was started with (its config.json), set to continue in its folder."""
+        try:
+            saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ValueError(f"'{run_dir}' is not a Headstart run folder (it has no readable config.json).") from None
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in saved.items() if k in names}, "resume": str(run_dir)})

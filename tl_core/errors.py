@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class HeadstartError(Exception):
     """Base of every error Headstart shows to its user as a sentence rather than a traceback."""
@@ -23,6 +25,19 @@ def user_message(exc: BaseException) -> str:
     """The sentence to show a person for `exc`: ours are written for them; anything else is labelled as a failure."""
     if isinstance(exc, HeadstartError | ValueError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing '{exc.filename}'" if exc.filename else ""
+        return (
+            f"The disk is full{where}. Free some space there, then resume the run (it keeps its last finished "
+            "epoch); earlier runs and data sets are untouched."
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = f"'{exc.filename}'" if exc.filename else "the runs or data folder"
+        return (
+            f"Headstart may not write in {where} ({exc.strerror.lower() if exc.strerror else 'not writable'}). "
+            "Make it writable, or start Headstart with HEADSTART_RUNS_DIR (and HEADSTART_DATA_DIR) set to a "
+            "folder it may write in."
+        )
     if isinstance(exc, MemoryError):
         return "The computer ran out of memory. Lower the batch size or the image size, or use fewer images."
     return f"Something went wrong inside Headstart ({type(exc).__name__}: {exc}). The run folder keeps what was done."

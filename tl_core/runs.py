@@ -7,18 +7,23 @@ runs/<id>/
   metrics.jsonl      one JSON event per line, appended and flushed while training
   model.safetensors  the best weights so far
   predictions.csv    validation set: path, true, predicted, confidence (of the best weights)
+  checkpoint.pt      the last finished epoch (model, optimiser, counters, random states), so a run cut off
+                     can resume; removed when the run ends normally
   summary.json       the outcome; absent while training
   .lock              held (flock) by the process that trains; a run with no summary whose lock is free was cut off
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,24 +54,63 @@ class RunInfo:
         return (self.run_dir / "model.safetensors").exists()
 
     @property
+    def can_resume(self) -> bool:
+        """Cut off after a finished epoch: its checkpoint lets it go on from there."""
+        return self.status in ("interrupted", "failed") and (self.run_dir / "checkpoint.pt").exists()
+
+    @property
     def class_names(self) -> list[str]:
         return read_json(self.run_dir / "labels.json", default=[])
 
 
 class RunWriter:
-    """Creates a run folder and writes into it; holds the folder's lock until closed."""
+    """Creates a run folder (or reopens one that was cut off) and writes into it; holds the folder's lock until
+    closed."""
 
-    def __init__(self, runs_dir: str | Path, backbone: str):
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone)[:40]
-        self.run_dir = Path(runs_dir) / f"{stamp}-{slug}-{secrets.token_hex(2)}"
-        self.run_dir.mkdir(parents=True, exist_ok=False)
-        self._lock = open(self.run_dir / ".lock", "w")  # noqa: SIM115 - held for the run's lifetime
+    def __init__(self, runs_dir: str | Path, backbone: str, reopen: Path | None = None):
+        if reopen is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone)[:40]
+            self.run_dir = Path(runs_dir) / f"{stamp}-{slug}-{secrets.token_hex(2)}"
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+        else:
+            self.run_dir = Path(reopen)
+        self._lock = open(self.run_dir / ".lock", "a+")  # noqa: SIM115 - held for the run's lifetime
+        if fcntl:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                raise RunNotFoundError(f"Run '{self.run_dir.name}' is still training: it cannot be resumed.") from None
+        self._lock.truncate(0)
         self._lock.write(str(os.getpid()))
         self._lock.flush()
-        if fcntl:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    @classmethod
+    def reopen(cls, run_dir: str | Path) -> RunWriter:
+        """The folder of a run that was cut off (or failed), to continue in; refused for one that ended normally."""
+        run = load_run(run_dir)
+        if run.status in ("finished", "stopped"):
+            raise RunNotFoundError(f"Run '{run.id}' {run.status} normally: there is nothing to resume.")
+        writer = cls(run.run_dir.parent, run.config.get("backbone", ""), reopen=run.run_dir)
+        (run.run_dir / "summary.json").unlink(missing_ok=True)  # training again: no outcome yet
+        return writer
+
+    def trim_metrics(self, keep) -> None:
+        """Rewrite metrics.jsonl with only the events `keep(event)` accepts (a resumed run drops what it redoes)."""
+        self._metrics.close()
+        path = self.run_dir / "metrics.jsonl"
+        kept = [e for e in read_metrics(self.run_dir) if keep(e)]
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+        os.replace(tmp, path)
+        self._metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def save_checkpoint(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        replace_atomically(self.run_dir / "checkpoint.pt", lambda f: f.write(buffer.getbuffer()))
 
     def write_json(self, name: str, payload) -> None:
         write_json_atomic(self.run_dir / name, payload)
@@ -76,32 +120,45 @@ class RunWriter:
         self._metrics.flush()
 
     def save_weights(self, model: torch.nn.Module) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        tmp = self.run_dir / "model.safetensors.tmp"
-        save_file(state, str(tmp))
-        os.replace(tmp, self.run_dir / "model.safetensors")
+        replace_atomically(self.run_dir / "model.safetensors", lambda f: f.write(save(state)))
 
     def write_predictions(self, rows: list[tuple[str, str, str, float]]) -> None:
-        tmp = self.run_dir / "predictions.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "true", "predicted", "confidence"])
-            writer.writerows((p, t, pr, f"{c:.6f}") for p, t, pr, c in rows)
-        os.replace(tmp, self.run_dir / "predictions.csv")
+        def write(f) -> None:
+            lines = [["path", "true", "predicted", "confidence"]] + [[p, t, pr, f"{c:.6f}"] for p, t, pr, c in rows]
+            buffer = io.StringIO()
+            csv.writer(buffer).writerows(lines)
+            f.write(buffer.getvalue().encode("utf-8"))
+
+        replace_atomically(self.run_dir / "predictions.csv", write)
 
     def close(self) -> None:
-        self._metrics.close()
+        with contextlib.suppress(OSError):  # its last lines could not be written (disk full): unlock all the same
+            self._metrics.close()
         if fcntl:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
 
 
-def write_json_atomic(path: Path, payload) -> None:
+def replace_atomically(path: Path, write: Callable) -> None:
+    """`write(binary file)` into a temporary file, then put it in `path`'s place: a reader sees the old file or the
+    new one, never half of one; a write that fails (disk full) leaves the old file and no leftover."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # the file the person knows, not the .tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    text = json.dumps(payload, indent=2, default=_jsonable)
+    replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def read_json(path: Path, default=None):
@@ -200,8 +257,8 @@ def build_summary(run_dir: str | Path, status: str, start: dict, history: list[d
     }
 
 
-def mark_interrupted(run_dir: Path, config: dict) -> dict:
-    """Write the summary of a run that was cut off, from what its metrics say it reached."""
+def summary_from_log(run_dir: Path, status: str, message: str, config: dict) -> dict:
+    """The summary of a run that ended abnormally, from what its metrics say it reached."""
     events = read_metrics(run_dir)
     start = next((e for e in events if e.get("event") == "start"), {"backbone": config.get("backbone")})
     history = [e for e in events if e.get("event") == "epoch"]
@@ -210,9 +267,15 @@ def mark_interrupted(run_dir: Path, config: dict) -> dict:
         if (run_dir / "model.safetensors").exists()
         else "No weights were saved."
     )
-    message = f"The process stopped before this run ended (closed, killed or crashed). {kept}"
-    summary = build_summary(run_dir, "interrupted", start, history, message)
-    write_json_atomic(run_dir / "summary.json", summary)
+    return build_summary(run_dir, status, start, history, f"{message} {kept}")
+
+
+def mark_interrupted(run_dir: Path, config: dict) -> dict:
+    """Write the summary of a run that was cut off."""
+    message = "The process stopped before this run ended (closed, killed or crashed)."
+    summary = summary_from_log(run_dir, "interrupted", message, config)
+    with contextlib.suppress(OSError):  # a full or read-only disk: shown as interrupted all the same
+        write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
 

@@ -9,11 +9,14 @@ Progress goes out as typed events (tl_core.events) to `on_event` and to the run 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,12 +33,13 @@ from tl_core.events import Created, Ended, EpochEnd, Event, FeatureCache, Messag
 from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
 from tl_core.preprocess import InputSpec, to_model_input
 from tl_core.probe import Probe, fit_probe
-from tl_core.runs import RunWriter, build_summary
+from tl_core.runs import RunWriter, build_summary, read_json, summary_from_log
 
 __all__ = ["TrainConfig", "train", "planned_lrs"]
 
 EventSink = Callable[[Event], None]
 SPLITS = ("train", "val", "test")
+CHECKPOINT = "checkpoint.pt"
 
 
 class StopRequested(Exception):
@@ -82,6 +86,7 @@ class _Setup:
     manifest: DatasetManifest
     device: torch.device
     spec: InputSpec
+    generator: torch.Generator  # the augmentation's random draws
     probe: Probe | None = None  # the fitted head the training starts from (or, backbone frozen, is)
     mirror: bool = False  # predictions average each picture's with its mirror image's (test-time augmentation)
 
@@ -116,7 +121,8 @@ def train(
 
     `manifest`, when given, is the data set as already scanned (the web app scanned it to show it): not read again.
     """
-    run = _Run(RunWriter(config.runs_dir, config.backbone), on_event, should_stop or (lambda: False))
+    writer = RunWriter.reopen(config.resume) if config.resume else RunWriter(config.runs_dir, config.backbone)
+    run = _Run(writer, on_event, should_stop or (lambda: False))
     started = time.monotonic()
     run.emit(Created(str(run.writer.run_dir)))
     try:
@@ -124,20 +130,23 @@ def train(
     except StopRequested:
         summary = build_summary(run.writer.run_dir, "stopped", run.start, [], "Stopped before training began.")
     except Exception as exc:
-        failed = build_summary(run.writer.run_dir, "failed", run.start or asdict(config), [], user_message(exc))
-        _finish(run, config, failed, started)
+        failed = summary_from_log(run.writer.run_dir, "failed", user_message(exc), asdict(config))
+        with contextlib.suppress(OSError):  # a full disk fails this too; the reason on its way up is the one to tell
+            _finish(run, config, failed, started)
         raise
     return _finish(run, config, summary, started)
 
 
 def _finish(run: _Run, config: TrainConfig, summary: dict, started: float) -> dict:
-    """Write the summary, tell the listeners, release the run folder."""
-    if not (run.writer.run_dir / "config.json").exists():  # it ended before the settings were resolved
-        run.writer.write_json("config.json", config.to_dict())
-    summary["train_seconds"] = round(time.monotonic() - started, 2)  # wall time of the whole run, caches included
-    run.writer.write_json("summary.json", summary)
-    run.emit(Ended(summary))
-    run.writer.close()
+    """Write the summary, tell the listeners, release the run folder (whatever else fails)."""
+    try:
+        if not (run.writer.run_dir / "config.json").exists():  # it ended before the settings were resolved
+            run.writer.write_json("config.json", config.to_dict())
+        summary["train_seconds"] = round(time.monotonic() - started, 2)  # whole run, caches included
+        run.writer.write_json("summary.json", summary)
+        run.emit(Ended(summary))
+    finally:
+        run.writer.close()
     return summary
 
 
@@ -157,6 +166,8 @@ def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -
             on_progress=run.progress("scan"),
         )
     _check_splits(manifest)
+    if config.resume:
+        _check_same_pictures(run.writer.run_dir, manifest)
     run.writer.write_json("split.json", manifest.split_table())
     run.writer.write_json("labels.json", manifest.class_names)
 
@@ -186,11 +197,28 @@ def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -
         else None
     )
     probe = _fit_probe(config, run, model, features[rows["train"]], labels["train"]) if config.probe else None
+    generator = torch.Generator().manual_seed(config.seed)
     if config.feature_cache:
         trained_module, batch_logits = _head_on_features(model, features, device)
     else:
-        trained_module, batch_logits = _whole_model(config, run, model, spec, manifest, device)
-    return _Setup(config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, probe)
+        trained_module, batch_logits = _whole_model(config, run, model, spec, manifest, device, generator)
+    return _Setup(
+        config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, generator, probe
+    )
+
+
+def _check_same_pictures(run_dir: Path, manifest: DatasetManifest) -> None:
+    """A run resumes only on the pictures it started with, split as they were."""
+    before = read_json(run_dir / "split.json", {}) or {}
+    now = json.loads(json.dumps(manifest.split_table()))
+    if before.get("files") != now.get("files"):
+        changed = {(f["path"], f["split"]) for f in before.get("files", [])} ^ {
+            (f["path"], f["split"]) for f in now.get("files", [])
+        }
+        raise DataError(
+            f"The pictures in '{manifest.root}' changed since run '{run_dir.name}' started ({len(changed)} "
+            "differ), so it cannot continue where it stopped. Start a new run on them instead."
+        )
 
 
 def _check_splits(manifest: DatasetManifest) -> None:
@@ -277,10 +305,9 @@ def _head_on_features(model: nn.Module, features: torch.Tensor, device):
     return head, batch_logits
 
 
-def _whole_model(config, run, model, spec, manifest, device):
+def _whole_model(config, run, model, spec, manifest, device, generator: torch.Generator):
     """Every picture through the model at every step, augmented when training asks for it."""
     images = cache.decoded_images(manifest, spec.cache_size, on_progress=run.progress("decode"))
-    generator = torch.Generator().manual_seed(config.seed)
     forward = torch.compile(model) if config.compile and device.type == "cuda" else model
     augment = config.augment == "on"
 
@@ -300,10 +327,10 @@ def _fit(setup: _Setup, run: _Run) -> dict:
     if config.feature_cache and setup.probe is not None:
         return _fit_done_by_probe(setup, run)
     loop = _new_loop(setup, run)
-    history: list[dict] = []
+    history = _resume(setup, loop, run) if config.resume else []
     status, message = "finished", ""
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(len(history) + 1, config.epochs + 1):
             train_loss, train_accuracy = _train_epoch_shrinking_on_oom(setup, loop, run, epoch)
             val = _evaluate(setup, "val", run.check_stop)
             best_so_far = max((h["val_accuracy"], -h["val_loss"]) for h in history) if history else None
@@ -315,6 +342,7 @@ def _fit(setup: _Setup, run: _Run) -> dict:
                 loop.lr, round(loop.images_per_second, 2), improved,
             )  # fmt: skip
             history.append(asdict(record))
+            _save_checkpoint(setup, loop, history, run.writer)
             run.emit(record)
             if _should_stop_early(history, config.early_stopping):
                 message = (
@@ -324,6 +352,7 @@ def _fit(setup: _Setup, run: _Run) -> dict:
                 break
     except StopRequested:
         status, message = "stopped", f"Stopped on request after {len(history)} complete epoch(s)."
+    (run.writer.run_dir / CHECKPOINT).unlink(missing_ok=True)  # ended normally: nothing left to resume
     extra = {
         "step_seconds": round(loop.train_time, 2),  # time in optimisation steps only
         "train_images_per_second": round(loop.images_per_second, 2),
@@ -332,6 +361,47 @@ def _fit(setup: _Setup, run: _Run) -> dict:
         "input": run.start["input"],
     }
     return _summarise(setup, run, status, history, message, extra)
+
+
+def _save_checkpoint(setup: _Setup, loop: _Loop, history: list[dict], writer: RunWriter) -> None:
+    """Everything the next epoch depends on, so a run cut off resumes as if it never was."""
+    writer.save_checkpoint(
+        {
+            "history": history,
+            "model": setup.model.state_dict(),
+            "optimizer": loop.optimizer.state_dict(),
+            "loop": {k: getattr(loop, k) for k in ("images_seen", "train_time", "step", "batch_size", "lr")},
+            "shuffle_rng": loop.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "augment_rng": setup.generator.get_state(),
+        }
+    )
+
+
+def _resume(setup: _Setup, loop: _Loop, run: _Run) -> list[dict]:
+    """The epochs a cut-off run had finished, its model, optimiser and random states back as they were then."""
+    path = run.writer.run_dir / CHECKPOINT
+    if not path.exists():
+        run.writer.trim_metrics(lambda e: e.get("event") not in ("step", "epoch"))
+        run.emit(Message("That run had not finished an epoch: it trains again from the start, in the same folder."))
+        return []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    setup.model.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    for name, value in state["loop"].items():
+        setattr(loop, name, value)
+    loop.rng.bit_generator.state = state["shuffle_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    setup.generator.set_state(state["augment_rng"])
+    history = state["history"]
+    # the steps of the epoch that was cut off are redone: drop them, and log the kept epochs once each
+    run.writer.trim_metrics(
+        lambda e: e.get("event") != "epoch" and not (e.get("event") == "step" and e["step"] > loop.step)
+    )
+    for record in history:
+        run.emit(EpochEnd(**record))
+    run.emit(Message(f"Resumed after epoch {len(history)} of {setup.config.epochs}, from its checkpoint."))
+    return history
 
 
 def _fit_done_by_probe(setup: _Setup, run: _Run) -> dict:

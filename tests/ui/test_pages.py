@@ -48,6 +48,39 @@ def test_home_with_finished_run(open_page, finished_run):
     assert 0.0 <= row["validation accuracy"] <= 1.0
 
 
+def test_home_resumes_a_run_that_was_cut_off(open_page, empty_runs, tmp_path):
+    from tests.conftest import write_image
+    from tl_core.events import EpochEnd
+    from tl_core.runs import load_run
+    from tl_core.training import TrainConfig, train
+
+    for name, color in [("red", (220, 30, 30)), ("blue", (30, 30, 220))]:
+        for i in range(8):
+            write_image(tmp_path / "colours" / name / f"{i}.png", color=color)
+
+    def power_cut(event) -> None:
+        if isinstance(event, EpochEnd) and event.epoch == 2:
+            raise RuntimeError("power cut")
+
+    config = TrainConfig(
+        str(tmp_path / "colours"), backbone="test_efficientnet", weights="none", freeze="none", epochs=4,
+        img_size=32, batch_size=8, runs_dir=str(empty_runs), tta="off",
+    )  # fmt: skip
+    with pytest.raises(RuntimeError):
+        train(config, on_event=power_cut)
+    (run,) = [r for r in empty_runs.iterdir() if r.is_dir()]
+    assert load_run(run).can_resume
+
+    at = open_page()
+    assert "Cut off before they ended" in texts(at)
+    at.button(key=f"home_resume_{run.name}").click().run()
+    snap = wait_for_job(at)
+    assert snap.state == "finished" and snap.run_dir == str(run)
+    resumed = load_run(run)
+    assert resumed.status == "finished" and resumed.summary["epochs_run"] == 4
+    assert "Cut off before they ended" not in texts(at)
+
+
 # ---------------------------------------------------------------- Data
 
 
