@@ -7,6 +7,7 @@ Not a page itself (st.navigation in app.py lists the pages); the pages import it
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,6 +179,15 @@ def remember_choices() -> None:
 # ---------------------------------------------------------------- errors as sentences
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(text: str) -> str:
+    """`text` (a class name, a file name, a message quoting them) shown as typed inside markdown: a class called
+    '**new**' or '<img ...>' is those characters, never bold type or an image."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
 @contextmanager
 def user_errors(action: str) -> Iterator[None]:
     """Show any failure inside the block as a sentence ("<action>: <what happened>") instead of a traceback.
@@ -187,7 +197,7 @@ def user_errors(action: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - the whole point: nothing raw reaches the page
-        st.error(f"{action}: {user_message(exc)}", icon=":material/error:")
+        st.error(f"{action}: {plain(user_message(exc))}", icon=":material/error:")
 
 
 def attempt(action: str, fn: Callable, *args, **kwargs):

@@ -4,18 +4,15 @@ import streamlit as st
 
 from pages import _common as ui
 from pages._folder_upload import folder_uploader
-from tl_core import settings, uploads
+from tl_core import limits, settings, uploads
 from tl_core.plots import class_counts_figure
 from tl_core.samples import SAMPLES, build_sample
 
 ui.header("1. Data", "Give Headstart your pictures: one sub-folder per class, named after the class (cats/, dogs/...).")
 
-SOURCES = {
-    "folder": "Upload a folder",
-    "zip": "Upload a zip",
-    "server": "Folder on this server",
-    "sample": "Sample data set",
-}
+SOURCES = {"folder": "Upload a folder", "zip": "Upload a zip", "server": "Folder on this server"}
+SOURCES = {k: v for k, v in SOURCES.items() if k != "server" or settings.server_data_root() is not None}
+SOURCES["sample"] = "Sample data set"  # the server option only where its owner shared a folder
 source = st.radio(
     "Where are your pictures?",
     list(SOURCES),
@@ -25,6 +22,9 @@ source = st.radio(
     persist_state="session",
 )
 generation = st.session_state.setdefault("data_upload_generation", 0)
+with st.expander("Limits on this server"):
+    st.caption("What Headstart accepts here; the server's owner can change each with the setting named.")
+    st.dataframe(limits.table(), hide_index=True, key="data_limits")
 
 if source == "folder":
     st.caption(
@@ -42,8 +42,7 @@ elif source == "zip":
             ui.set_dataset(path, f"uploaded zip '{archive.name}'")
             st.session_state["data_upload_generation"] = generation + 1
             st.rerun()
-elif source == "server":
-    root = settings.server_data_root()
+elif source == "server" and (root := settings.server_data_root()) is not None:
     st.caption(f"For pictures already on the computer that runs Headstart. Only paths under `{root}` are allowed.")
     typed = st.text_input(
         "Folder (or .zip) path on the server", key="data_server_path", placeholder=str(root / "photos")
@@ -81,7 +80,7 @@ if dataset is None:
     st.info("No data set yet: choose one above. Each class needs at least 5 pictures; 20 or more is better.")
     st.stop()
 
-st.subheader(f"Your data set: {dataset['origin']}")
+st.subheader(f"Your data set: {ui.plain(dataset['origin'])}")
 val_split, test_split, seed = ui.split_settings()
 manifest = None
 with ui.user_errors("Headstart cannot use these pictures"), st.spinner("Checking every picture..."):
@@ -126,7 +125,7 @@ PER_CLASS = 6
 MAX_CLASSES = 20
 for label, name in enumerate(manifest.class_names[:MAX_CLASSES]):
     members = [s for s in manifest.samples if s.label == label][:PER_CLASS]
-    st.markdown(f"**{name}** · {sum(c[name] for c in counts.values())} pictures")
+    st.markdown(f"**{ui.plain(name)}** · {sum(c[name] for c in counts.values())} pictures")
     images, captions = [], []
     for sample in members:
         with ui.user_errors(f"'{sample.relpath}' could not be shown"):

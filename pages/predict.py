@@ -59,7 +59,7 @@ for index, (name, image, result) in enumerate(zip(names, images, results, strict
         with middle, ui.user_errors("The heat map could not be drawn"):
             middle.image(ui.heat_map(predictor, image), caption=f"evidence for '{result['label']}'", width=160)
     with right:
-        st.markdown(f"**{result['label']}** · {result['confidence']:.1%} confident")
+        st.markdown(f"**{ui.plain(result['label'])}** · {result['confidence']:.1%} confident")
         if result["confidence"] < 0.5:
             st.caption(
                 "Unsure: the model spreads its answer over several classes. Pictures unlike the training ones, or a "

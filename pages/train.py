@@ -495,7 +495,7 @@ def show_outcome(snap) -> None:
     elif snap.state == "cancelled":
         st.warning("Cancelled before it started.")
     elif snap.state == "failed":
-        st.error(f"Training failed: {snap.error}")
+        st.error(f"Training failed: {ui.plain(snap.error)}")
     if snap.state in ("finished", "stopped") and snap.run_dir and (snap.summary or {}).get("epochs_run"):
         if snap.id == st.session_state.get(ui.JOB):
             st.session_state[ui.RUN] = snap.run_dir

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_core.images import MAX_PIXELS, MIN_SIDE, UnusableImage, load_square, open_rgb
+from tl_core.images import MIN_SIDE, UnusableImage, load_square, open_rgb
+from tl_core.limits import current
 
 
 def _saved(img: Image.Image, fmt: str, **kwargs) -> io.BytesIO:
@@ -80,7 +81,7 @@ def test_unusable_files_raise_with_reasons(tmp_path):
 
 
 def test_huge_image_is_refused_before_decoding():
-    side = int(MAX_PIXELS**0.5) + 10
+    side = int(current().pixels ** 0.5) + 10
     bomb = _saved(Image.new("1", (side, side)), "PNG")  # a few KB on disk, 64+ megapixels decoded
     assert len(bomb.getvalue()) < 2_000_000
     with pytest.raises(UnusableImage, match="too large"):

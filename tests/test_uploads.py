@@ -71,7 +71,7 @@ def test_a_file_that_changed_while_it_was_sent_is_refused_with_its_name(data_dir
 
 
 def test_too_large_files_are_not_sent_and_are_reported(data_dir, monkeypatch):
-    monkeypatch.setattr("tl_core.data.MAX_FILE_BYTES", 7)
+    monkeypatch.setenv("HEADSTART_MAX_FILE_MB", str(7 / 1024**2))  # 7 bytes
     upload = _announce()
     assert upload.not_sent == [("pets/cats/2.png", "too large to be a usable picture (0 MB; the limit is 0 MB)")]
     for i in upload.needed():

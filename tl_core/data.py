@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tl_core import settings
+from tl_core import limits, settings
 from tl_core.errors import DataError
 from tl_core.images import UnusableImage, map_with_progress, open_rgb
 
@@ -29,8 +29,6 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 DEFAULT_VAL_FRACTION = 0.2  # TrainConfig.val_split's default too
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_RATIO = 3.0
-MAX_FILE_BYTES = 256 * 1024**2  # a bigger "image" is a video or a mistake; reading it would stall the scan
-MAX_ZIP_BYTES = 20 * 1024**3  # uncompressed; a bigger archive is refused rather than filling the disk
 
 
 @dataclass
@@ -120,6 +118,10 @@ def scan_dataset(
         )
 
     candidates = _candidates(class_dirs_by_split, class_names)
+    limits.check_file_count(len(candidates), f"The folder '{root.name}'")
+    outside = {c[0] for c in candidates if not c[0].resolve().is_relative_to(root.resolve())}
+    skipped += [Problem(_rel(f, root), "refused: a link to a file outside the data set folder") for f in outside]
+    candidates = [c for c in candidates if c[0] not in outside]
     for loose in _visible_files(root, recursive=False):
         skipped.append(Problem(_rel(loose, root), "not inside a class folder: put it in the folder of its class"))
 
@@ -192,12 +194,16 @@ def extract_zip(archive: Path, into: Path) -> tuple[Path, list[Problem]]:
     done_marker = dest / ".headstart-complete"
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
-        total = sum(m.file_size for m in members)
-        if total > MAX_ZIP_BYTES:
+        total, allowed = sum(m.file_size for m in members), limits.current()
+        if total > allowed.zip_bytes:
             raise DataError(
-                f"'{archive.name}' would unpack to {total / 1024**3:.1f} GiB, more than the "
-                f"{MAX_ZIP_BYTES / 1024**3:.0f} GiB Headstart accepts. Split it or give the folder instead."
+                f"'{archive.name}' would unpack to {total / 1024**3:.1f} GB, more than the "
+                f"{allowed.zip_bytes / 1024**3:.0f} GB Headstart accepts (HEADSTART_MAX_ZIP_GB). Split it or give "
+                "the folder instead."
             )
+        limits.check_file_count(sum(not m.is_dir() for m in members), f"'{archive.name}'")
+        if not done_marker.exists():
+            limits.check_free_space(into, total, f"Unpacking '{archive.name}'")
         for member in members:
             name = member.filename.replace("\\", "/")
             if member.is_dir():
@@ -211,6 +217,17 @@ def extract_zip(archive: Path, into: Path) -> tuple[Path, list[Problem]]:
                 continue
             if stat.S_ISLNK(member.external_attr >> 16):
                 skipped.append(Problem(name, "refused: symbolic links inside a zip are not followed"))
+                continue
+            if member.file_size > limits.ZIP_RATIO_FLOOR and member.file_size > allowed.zip_ratio * max(
+                member.compress_size, 1
+            ):
+                skipped.append(
+                    Problem(
+                        name,
+                        f"refused: it would unpack to {member.file_size / 1024**2:.0f} MB from "
+                        f"{member.compress_size / 1024:.0f} KB, more than {allowed.zip_ratio}x (a 'zip bomb')",
+                    )
+                )
                 continue
             if done_marker.exists():
                 continue
@@ -228,12 +245,9 @@ def _check_files(paths: list[Path], on_progress: Callable[[int, int], None] | No
 
     def check(path: Path) -> tuple[str, str | None]:
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                return (
-                    "",
-                    f"too large to be a usable picture ({size / 1024**2:.0f} MB; the limit is {MAX_FILE_BYTES // 1024**2} MB)",
-                )
+            too_large = limits.file_too_large(path.stat().st_size)
+            if too_large:
+                return "", too_large
             data = path.read_bytes()
         except OSError as exc:
             return "", f"cannot be read ({exc.strerror})"

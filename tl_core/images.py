@@ -16,11 +16,11 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
+from tl_core import limits
 from tl_core.errors import HeadstartError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16  # pixels; smaller pictures carry too little for any backbone
-MAX_PIXELS = 64_000_000  # beyond this a file could exhaust memory when decoded (a "decompression bomb")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,9 +46,10 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     except (OSError, ValueError, SyntaxError):
         raise UnusableImage("not an image file (or a format Headstart cannot read)") from None
     width, height = img.size
-    if width * height > MAX_PIXELS:
+    max_pixels = limits.current().pixels  # beyond it a file could exhaust memory when decoded ("decompression bomb")
+    if width * height > max_pixels:
         raise UnusableImage(
-            f"too large to decode safely ({width}x{height} pixels, the limit is {MAX_PIXELS // 1_000_000} "
+            f"too large to decode safely ({width}x{height} pixels, the limit is {max_pixels // 1_000_000} "
             "megapixels): shrink it first"
         )
     if min(width, height) < MIN_SIDE:

@@ -22,6 +22,8 @@ def data_dir() -> Path:
     return Path(os.environ.get("HEADSTART_DATA_DIR", "data"))
 
 
-def server_data_root() -> Path:
-    """The only folder (and below) whose data sets the web app may open by path (default: the home folder)."""
-    return Path(os.environ.get("HEADSTART_SERVER_DATA_ROOT", Path.home())).expanduser().resolve()
+def server_data_root() -> Path | None:
+    """The only folder (and below) whose data sets the web app may open by path; None (the default): the app opens
+    no folder by path. On a shared server that choice is its owner's, who turns it on by naming the folder."""
+    root = os.environ.get("HEADSTART_SERVER_DATA_ROOT", "").strip()
+    return Path(root).expanduser().resolve() if root else None

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl_core import cache
+from tl_core import cache, limits
 from tl_core.backbones import Backbone, create_backbone
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, scan_dataset
@@ -121,6 +121,7 @@ def train(
 
     `manifest`, when given, is the data set as already scanned (the web app scanned it to show it): not read again.
     """
+    limits.check_free_space(config.runs_dir, what="A new run")
     writer = RunWriter.reopen(config.resume) if config.resume else RunWriter(config.runs_dir, config.backbone)
     run = _Run(writer, on_event, should_stop or (lambda: False))
     started = time.monotonic()

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tl_core import settings
+from tl_core import limits, settings
 
 COMPLETE_MARKER = ".headstart-complete"
 NOT_SENT_FILE = ".headstart-not-uploaded.json"  # files of a folder upload left out on purpose, with the reason
@@ -90,6 +90,10 @@ class FolderUpload:
             raise ValueError(
                 "None of the files in that folder can be used. Pick the folder that holds the class folders."
             )
+        limits.check_file_count(sum(wanted), "That folder")
+        limits.check_free_space(
+            folder, sum(int(s) for s, w in zip(sizes, wanted, strict=True) if w), "This upload"
+        )  # fmt: skip
         upload = cls(folder, list(names), [int(s) for s in sizes], wanted, not_sent)
         upload.arrived = set(upload._on_disk())
         return upload
@@ -165,18 +169,14 @@ def not_uploaded(folder: str | Path) -> list[tuple[str, str]]:
 
 
 def _why_not_sent(name: str, size: int) -> str | None:
-    from tl_core.data import MAX_FILE_BYTES, is_ignored
+    from tl_core.data import is_ignored
 
     rel = safe_relative(name)
     if rel is None:
         return "its name cannot be stored"
     if any(is_ignored(part) for part in rel.parts):
         return IGNORED
-    if size > MAX_FILE_BYTES:
-        return (
-            f"too large to be a usable picture ({size / 1024**2:.0f} MB; the limit is {MAX_FILE_BYTES // 1024**2} MB)"
-        )
-    return None
+    return limits.file_too_large(size)
 
 
 def store_file(data: bytes, subfolder: str, suffix: str) -> Path:
@@ -193,6 +193,11 @@ def store_file(data: bytes, subfolder: str, suffix: str) -> Path:
 def resolve_server_path(text: str) -> Path:
     """A folder or zip path typed by the user, only if it lies inside the configured server data root."""
     root = settings.server_data_root()
+    if root is None:
+        raise ValueError(
+            "This server opens no folder by path. Upload the folder or a zip instead, or ask the person who runs "
+            "Headstart to share a folder by setting HEADSTART_SERVER_DATA_ROOT."
+        )
     if not text.strip():
         raise ValueError(f"Type the path of a folder under {root}.")
     path = Path(text.strip()).expanduser()

@@ -88,6 +88,10 @@ def test_data_without_dataset(open_page):
     at = open_page("pages/data.py")
     assert "No data set yet" in texts(at)
     assert at.radio(key="data_source").value == "folder"
+    # a folder on the server only where its owner shared one (HEADSTART_SERVER_DATA_ROOT)
+    assert "Folder on this server" not in at.radio(key="data_source").options
+    limits_shown = table_with(at, "setting")
+    assert "HEADSTART_MAX_FILES" in set(limits_shown["setting"]) and len(limits_shown) == 6
 
 
 def test_data_sample_digits(open_page):
@@ -224,6 +228,20 @@ def test_data_with_one_class_explains(open_page, tmp_path, digits_dir, monkeypat
     at = open_page("pages/data.py", state=dataset_state(one.parent))
     assert_clean(at)
     assert "at least two sub-folders" in at.error[0].value
+
+
+def test_class_names_with_markdown_and_html_show_as_typed(open_page, tmp_path, digits_dir):
+    names = ["**new** cells", "<img src=x onerror=alert(1)>", "[link](example.com) $x$ :red[no]"]
+    for name, digit in zip(names, ["zero", "one", "two"], strict=True):
+        (tmp_path / "odd" / name).mkdir(parents=True)
+        for image in sorted((digits_dir / digit).glob("*.png"))[:6]:
+            (tmp_path / "odd" / name / image.name).write_bytes(image.read_bytes())
+    at = open_page("pages/data.py", state=dataset_state(tmp_path / "odd"))
+    assert_clean(at)
+    shown = [m.value for m in at.markdown]
+    assert "**\\*\\*new\\*\\* cells** · 6 pictures" in shown  # bold, with the asterisks as characters
+    assert any("\\<img src=x onerror=alert\\(1\\)\\>" in m for m in shown)
+    assert any("\\[link\\]\\(example\\.com\\) \\$x\\$ \\:red\\[no\\]" in m for m in shown)
 
 
 # ---------------------------------------------------------------- Model
