@@ -79,6 +79,7 @@ BACKBONE = "hs_backbone"  # timm name
 WEIGHTS = "hs_weights"  # auto | hub | offline | none | a weights file path
 RUN = "hs_run"  # run folder (str) picked on Evaluate/Predict/Export, or the last one trained
 JOB = "hs_job"  # id of the job this session started last
+WORKSPACE = "hs_workspace"  # the name this person's runs are kept under ("" or absent: the shared runs folder)
 
 
 # ---------------------------------------------------------------- choices that survive a refresh
@@ -128,7 +129,9 @@ def _widget_keys() -> list[str]:
 
 def persisted_keys() -> list[str]:
     """The session-state keys worth keeping: the data set, the model, the run, and every training setting."""
-    return [DATASET, BACKBONE, WEIGHTS, RUN, JOB, "train_freeze_depth", "train_depth_backbone"] + (_widget_keys())
+    return [DATASET, BACKBONE, WEIGHTS, RUN, JOB, WORKSPACE, "train_freeze_depth", "train_depth_backbone"] + (
+        _widget_keys()
+    )
 
 
 def restore_choices() -> None:
@@ -302,18 +305,25 @@ def device_type() -> str:
     return pick_device().type
 
 
+def runs_dir() -> Path:
+    """This session's runs folder: its workspace's, else the shared one."""
+    return settings.workspace_runs_dir(st.session_state.get(WORKSPACE))
+
+
 def job_to_show():
-    """The job a page should follow: this session's last one, else the one running now, else the newest here."""
+    """The job a page should follow: this session's last one, else the one running now, else the newest here;
+    only jobs of this session's workspace (another workspace's curves and results are not this person's to see)."""
     manager = job_manager()
     mine = manager.get(st.session_state.get(JOB, ""))
     if mine is not None and mine.snapshot().active:
         return mine
-    active = manager.active_jobs()
+    here = str(runs_dir())
+    active = [j for j in manager.active_jobs() if j.config.runs_dir == here]
     if active:
         return active[-1]  # the oldest active one: the one training now, not the last queued
     if mine is not None:
         return mine
-    jobs = manager.jobs()
+    jobs = [j for j in manager.jobs() if j.config.runs_dir == here]
     return jobs[0] if jobs else None
 
 
@@ -324,9 +334,9 @@ def list_runs(with_model: bool = False) -> list:
     from tl_core.runs import list_runs as _list_runs
 
     try:
-        runs = _list_runs(settings.runs_dir())
+        runs = _list_runs(runs_dir())
     except OSError as exc:
-        st.error(f"The runs folder '{settings.runs_dir()}' cannot be read ({exc.strerror}). Check that it exists.")
+        st.error(f"The runs folder '{runs_dir()}' cannot be read ({exc.strerror}). Check that it exists.")
         return []
     if with_model:
         runs = [r for r in runs if r.has_model and r.status != "running"]

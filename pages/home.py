@@ -21,6 +21,20 @@ with left:
         st.caption("No GPU found: Headstart picks small backbones and can train only the new head (Quick model).")
     dataset = ui.current_dataset()
     st.metric("Data set", dataset["origin"] if dataset else "none yet")
+    with st.form("home_workspace_form", border=False):
+        typed = st.text_input(
+            "Workspace",
+            value=st.session_state.get(ui.WORKSPACE, ""),
+            key="home_workspace",
+            placeholder="shared (no name)",
+            help="On a shared computer (a class, a lab), type your name or your group's: your runs are kept in "
+            "a folder of their own and only that workspace's runs and jobs show here. Anyone typing the same "
+            "name shares it: it keeps work apart, it is not a password.",
+        )
+        if st.form_submit_button("Use this workspace"):
+            st.session_state[ui.WORKSPACE] = typed.strip()
+            st.session_state.pop(ui.RUN, None)  # a run of the workspace left behind is not this one's
+            st.rerun()
 with right:
     st.subheader("Training now")
     job = ui.job_to_show()
@@ -75,7 +89,7 @@ with ui.user_errors("The list of runs could not be read"):
             },
             key="home_runs",
         )
-        st.caption(f"Runs are kept in {ui.settings.runs_dir().resolve()}.")
+        st.caption(f"Runs are kept in {ui.runs_dir().resolve()}.")
 
         cut_off = [r for r in runs if r.can_resume]
         if cut_off:

@@ -65,7 +65,7 @@ def config_setting(widget, label: str, name: str, default=None, **kwargs):
 def make_config(depth: int, **overrides) -> TrainConfig:
     """The TrainConfig the widgets describe: every field that has a train_<field> widget, then the overrides."""
     values = {name: st.session_state[f"train_{name}"] for name in DEFAULTS if f"train_{name}" in st.session_state}
-    values.update(backbone=backbone, weights=weights, freeze=depth, runs_dir=str(ui.settings.runs_dir()))
+    values.update(backbone=backbone, weights=weights, freeze=depth, runs_dir=str(ui.runs_dir()))
     return TrainConfig(data_dir=dataset["path"], **{**values, **overrides})
 
 
@@ -536,15 +536,19 @@ def show_other_jobs(job_id: str) -> None:
     others = [j.snapshot() for j in ui.job_manager().jobs() if j.id != job_id]
     if not others:
         return
+    here = str(ui.runs_dir())
     with st.expander(f"Other jobs on this server ({len(others)})"):
+        st.caption("Jobs of other workspaces show only their place in the queue.")
         st.dataframe(
             [
                 {
-                    "job": o.id,
+                    "job": o.id if o.config["runs_dir"] == here else "another workspace's",
                     "state": o.state,
                     "backbone": label_for(o.config["backbone"]),
                     "queue position": o.queue_position if o.state == "queued" else None,
-                    "best validation accuracy": max((h["val_accuracy"] for h in o.history), default=None),
+                    "best validation accuracy": max((h["val_accuracy"] for h in o.history), default=None)
+                    if o.config["runs_dir"] == here
+                    else None,
                 }
                 for o in others
             ],

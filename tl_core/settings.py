@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 
 def runs_dir() -> Path:
     """Run folders (one per training run)."""
     return Path(os.environ.get("HEADSTART_RUNS_DIR", "runs"))
+
+
+def workspace_runs_dir(name: str | None) -> Path:
+    """Where a workspace's runs go: its own folder under the runs folder (the shared runs folder for none).
+
+    A workspace keeps one person's (or one group's) runs apart from another's on a shared server; its name is the
+    key, so it separates work, it does not guard it: anyone who types the same name shares that workspace."""
+    name = (name or "").strip()
+    if not name:
+        return runs_dir()
+    slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:32] or "workspace"
+    return runs_dir() / "workspaces" / f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def cache_dir() -> Path:
