@@ -22,9 +22,6 @@ source = st.radio(
     persist_state="session",
 )
 generation = st.session_state.setdefault("data_upload_generation", 0)
-with st.expander("Limits on this server"):
-    st.caption("What Headstart accepts here; the server's owner can change each with the setting named.")
-    st.dataframe(limits.table(), hide_index=True, key="data_limits")
 
 if source == "folder":
     st.caption(
@@ -73,6 +70,10 @@ else:
         with ui.user_errors("The sample data set could not be made"), st.spinner("Preparing the sample pictures..."):
             folder = build_sample(key, settings.data_dir().resolve() / "samples", per_class=int(per_class))
             ui.set_dataset(folder, f"sample '{SAMPLES[key].title}' ({int(per_class)} per class)")
+
+with st.expander("Limits on this server"):
+    st.caption("What Headstart accepts here; the server's owner can change each with the setting named.")
+    st.table(limits.table(), hide_index=True)
 
 st.divider()
 dataset = ui.current_dataset()

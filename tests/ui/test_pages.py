@@ -90,7 +90,7 @@ def test_data_without_dataset(open_page):
     assert at.radio(key="data_source").value == "folder"
     # a folder on the server only where its owner shared one (HEADSTART_SERVER_DATA_ROOT)
     assert "Folder on this server" not in at.radio(key="data_source").options
-    limits_shown = table_with(at, "setting")
+    limits_shown = at.table[0].value
     assert "HEADSTART_MAX_FILES" in set(limits_shown["setting"]) and len(limits_shown) == 6
 
 
