@@ -182,7 +182,7 @@ def remember_choices() -> None:
 # ---------------------------------------------------------------- errors as sentences
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#|<>~$:])")  # what makes markdown, HTML, maths or colour
 
 
 def plain(text: str) -> str:

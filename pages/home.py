@@ -91,7 +91,8 @@ with ui.user_errors("The list of runs could not be read"):
         )
         st.caption(f"Runs are kept in {ui.runs_dir().resolve()}.")
 
-        cut_off = [r for r in runs if r.can_resume]
+        resuming = {j.config.resume for j in ui.job_manager().active_jobs()}
+        cut_off = [r for r in runs if r.can_resume and str(r.run_dir) not in resuming]
         if cut_off:
             st.subheader("Cut off before they ended")
             st.caption(

@@ -47,6 +47,12 @@ def test_a_nearly_full_disk_starts_nothing_and_says_how_much_is_free(colours, tm
         FolderUpload.announce(["a/1.png", "b/2.png"], [100, 100], [0.0, 0.0])
 
 
+def test_a_limit_set_to_no_number_keeps_its_default(monkeypatch):
+    for text in ("inf", "nan", "-5", "0", "lots"):
+        monkeypatch.setenv("HEADSTART_MAX_MEGAPIXELS", text)
+        assert limits.current().pixels == 64_000_000
+
+
 def test_the_table_the_page_shows_is_the_limits_in_force(monkeypatch):
     monkeypatch.setenv("HEADSTART_MAX_FILE_MB", "3")
     rows = {row["setting"]: row for row in limits.table()}

@@ -28,8 +28,8 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" while writing '{exc.filename}'" if exc.filename else ""
         return (
-            f"The disk is full{where}. Free some space there, then resume the run (it keeps its last finished "
-            "epoch); earlier runs and data sets are untouched."
+            f"The disk is full{where}. Free some space there, then try again (a run cut off by it keeps its last "
+            "finished epoch: resume it from Home); earlier runs and data sets are untouched."
         )
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         where = f"'{exc.filename}'" if exc.filename else "the runs or data folder"

@@ -6,6 +6,7 @@ each message that hits one names it, and docs/RELIABILITY.md records what happen
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -32,10 +33,12 @@ class Limits:
     @classmethod
     def from_env(cls) -> Limits:
         def number(name: str, default: float) -> float:
+            """The variable's value if it is a finite number above zero, else the default ('inf' is no number)."""
             try:
-                return float(os.environ.get(name, default))
+                value = float(os.environ.get(name, default))
             except ValueError:
                 return default
+            return value if math.isfinite(value) and value > 0 else default
 
         return cls(
             file_bytes=int(number("HEADSTART_MAX_FILE_MB", 256) * MB),

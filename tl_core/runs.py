@@ -82,6 +82,7 @@ class RunWriter:
             except BlockingIOError:
                 self._lock.close()
                 raise RunNotFoundError(f"Run '{self.run_dir.name}' is still training: it cannot be resumed.") from None
+        self.opened_at = time.time()  # events logged from now on are this attempt's
         self._lock.truncate(0)
         self._lock.write(str(os.getpid()))
         self._lock.flush()
@@ -99,13 +100,13 @@ class RunWriter:
 
     def trim_metrics(self, keep) -> None:
         """Rewrite metrics.jsonl with only the events `keep(event)` accepts (a resumed run drops what it redoes)."""
-        self._metrics.close()
         path = self.run_dir / "metrics.jsonl"
-        kept = [e for e in read_metrics(self.run_dir) if keep(e)]
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
-        os.replace(tmp, path)
-        self._metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._metrics.close()
+        try:
+            text = "".join(json.dumps(e) + "\n" for e in read_metrics(self.run_dir) if keep(e))
+            replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
+        finally:
+            self._metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def save_checkpoint(self, state: dict) -> None:
         buffer = io.BytesIO()

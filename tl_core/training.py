@@ -28,12 +28,13 @@ from tl_core.backbones import Backbone, create_backbone
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, scan_dataset
 from tl_core.devices import describe_device, pick_device
-from tl_core.errors import DataError, user_message
+from tl_core.errors import DataError, RunNotFoundError, user_message
 from tl_core.events import Created, Ended, EpochEnd, Event, FeatureCache, Message, Progress, Schedule, Started, Step
 from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
+from tl_core.images import UnusableImage, load_square, map_with_progress
 from tl_core.preprocess import InputSpec, to_model_input
 from tl_core.probe import Probe, fit_probe
-from tl_core.runs import RunWriter, build_summary, read_json, summary_from_log
+from tl_core.runs import RunWriter, build_summary, read_json, read_metrics, summary_from_log
 
 __all__ = ["TrainConfig", "train", "planned_lrs"]
 
@@ -121,7 +122,7 @@ def train(
 
     `manifest`, when given, is the data set as already scanned (the web app scanned it to show it): not read again.
     """
-    limits.check_free_space(config.runs_dir, what="A new run")
+    limits.check_free_space(config.runs_dir, what="Resuming the run" if config.resume else "A new run")
     writer = RunWriter.reopen(config.resume) if config.resume else RunWriter(config.runs_dir, config.backbone)
     run = _Run(writer, on_event, should_stop or (lambda: False))
     started = time.monotonic()
@@ -145,6 +146,8 @@ def _finish(run: _Run, config: TrainConfig, summary: dict, started: float) -> di
             run.writer.write_json("config.json", config.to_dict())
         summary["train_seconds"] = round(time.monotonic() - started, 2)  # whole run, caches included
         run.writer.write_json("summary.json", summary)
+        if summary["status"] in ("finished", "stopped"):  # ended normally, and said so: nothing left to resume
+            (run.writer.run_dir / CHECKPOINT).unlink(missing_ok=True)
         run.emit(Ended(summary))
     finally:
         run.writer.close()
@@ -330,20 +333,22 @@ def _fit(setup: _Setup, run: _Run) -> dict:
     loop = _new_loop(setup, run)
     history = _resume(setup, loop, run) if config.resume else []
     status, message = "finished", ""
+    done = len(history) if not _should_stop_early(history, config.early_stopping) else config.epochs
     try:
-        for epoch in range(len(history) + 1, config.epochs + 1):
+        for epoch in range(done + 1, config.epochs + 1):
             train_loss, train_accuracy = _train_epoch_shrinking_on_oom(setup, loop, run, epoch)
             val = _evaluate(setup, "val", run.check_stop)
             best_so_far = max((h["val_accuracy"], -h["val_loss"]) for h in history) if history else None
             improved = best_so_far is None or (val["accuracy"], -val["loss"]) > best_so_far
-            if improved:
-                _keep_best(run.writer, setup, val["predictions"])
             record = EpochEnd(
                 epoch, config.epochs, train_loss, train_accuracy, val["loss"], val["accuracy"],
                 loop.lr, round(loop.images_per_second, 2), improved,
             )  # fmt: skip
             history.append(asdict(record))
+            # the checkpoint first: cut off between the two, the resume re-saves these best weights from it
             _save_checkpoint(setup, loop, history, run.writer)
+            if improved:
+                _keep_best(run.writer, setup, val["predictions"])
             run.emit(record)
             if _should_stop_early(history, config.early_stopping):
                 message = (
@@ -353,7 +358,6 @@ def _fit(setup: _Setup, run: _Run) -> dict:
                 break
     except StopRequested:
         status, message = "stopped", f"Stopped on request after {len(history)} complete epoch(s)."
-    (run.writer.run_dir / CHECKPOINT).unlink(missing_ok=True)  # ended normally: nothing left to resume
     extra = {
         "step_seconds": round(loop.train_time, 2),  # time in optimisation steps only
         "train_images_per_second": round(loop.images_per_second, 2),
@@ -375,15 +379,23 @@ def _save_checkpoint(setup: _Setup, loop: _Loop, history: list[dict], writer: Ru
             "shuffle_rng": loop.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "augment_rng": setup.generator.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else None,
         }
     )
 
 
 def _resume(setup: _Setup, loop: _Loop, run: _Run) -> list[dict]:
     """The epochs a cut-off run had finished, its model, optimiser and random states back as they were then."""
-    path = run.writer.run_dir / CHECKPOINT
+    path, writer = run.writer.run_dir / CHECKPOINT, run.writer
+    this_attempt = _this_attempt(writer)
     if not path.exists():
-        run.writer.trim_metrics(lambda e: e.get("event") not in ("step", "epoch"))
+        if any(e.get("event") == "epoch" for e in read_metrics(writer.run_dir)):
+            raise RunNotFoundError(
+                f"Run '{writer.run_dir.name}' has finished epochs but no checkpoint to go on from (it was cut off "
+                "after its last epoch, while it was being wrapped up). Its best weights are kept and can be used; to "
+                "train more, start a new run."
+            )
+        writer.trim_metrics(this_attempt)
         run.emit(Message("That run had not finished an epoch: it trains again from the start, in the same folder."))
         return []
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -394,19 +406,29 @@ def _resume(setup: _Setup, loop: _Loop, run: _Run) -> list[dict]:
     loop.rng.bit_generator.state = state["shuffle_rng"]
     torch.set_rng_state(state["torch_rng"])
     setup.generator.set_state(state["augment_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     history = state["history"]
-    # the steps of the epoch that was cut off are redone: drop them, and log the kept epochs once each
-    run.writer.trim_metrics(
-        lambda e: e.get("event") != "epoch" and not (e.get("event") == "step" and e["step"] > loop.step)
-    )
+    # the earlier attempt's steps up to the checkpoint stay; its epoch records are logged again, once each, and
+    # everything else it logged (its start, schedule, end) gives way to this attempt's
+    writer.trim_metrics(lambda e: this_attempt(e) or (e.get("event") == "step" and e["step"] <= loop.step))
     for record in history:
         run.emit(EpochEnd(**record))
+    if history and history[-1]["best"]:  # cut off after the checkpoint, maybe before these weights were saved
+        _keep_best(writer, setup, _evaluate(setup, "val")["predictions"])
     run.emit(Message(f"Resumed after epoch {len(history)} of {setup.config.epochs}, from its checkpoint."))
     return history
 
 
+def _this_attempt(writer: RunWriter) -> Callable[[dict], bool]:
+    """Whether a logged event belongs to this attempt at the run (not to the one that was cut off)."""
+    return lambda e: e.get("time", 0) >= writer.opened_at and e.get("event") not in ("step", "epoch")
+
+
 def _fit_done_by_probe(setup: _Setup, run: _Run) -> dict:
     """Backbone frozen: the probe's head is the trained model. One evaluation, recorded as the run's one epoch."""
+    if setup.config.resume:  # a fit of seconds: done again
+        run.writer.trim_metrics(_this_attempt(run.writer))
     tick = time.perf_counter()
     train, val = _evaluate(setup, "train", run.check_stop), _evaluate(setup, "val", run.check_stop)
     _keep_best(run.writer, setup, val["predictions"])
@@ -428,7 +450,7 @@ def _summarise(setup: _Setup, run: _Run, status: str, history: list[dict], messa
     """The run's summary: whether mirrored pictures help, the test pass with the kept weights (when there is a test
     split), what the probe chose."""
     if status == "finished" and history:
-        extra.update(_choose_mirroring(setup, run.writer))
+        extra.update(_choose_mirroring(setup, run))
     if len(setup.rows["test"]) and history:
         extra.update(_test_pass(setup, run.writer))
     if setup.probe is not None:
@@ -558,14 +580,13 @@ def _log_probabilities(setup: _Setup, split: str, check_stop: Callable[[], None]
     setup.trained_module.eval()
     setup.model.eval()
     rows = setup.rows[split]
-    images = cache.decoded_images(setup.manifest, setup.spec.cache_size) if mirrored else None
     out = [torch.zeros(0, len(setup.manifest.class_names))]
     with torch.no_grad():
         for start, end in _batches(len(rows), 64):
             check_stop()
             with _autocast(setup.device):
                 if mirrored:
-                    x = to_model_input(cache.to_batch(images, rows[start:end], setup.device), setup.spec)
+                    x = to_model_input(_pictures(setup, split, start, end), setup.spec)
                     logits = setup.model(_on_device(x.flip(-1), setup.device))
                 else:
                     logits = setup.batch_logits(rows[start:end], False)
@@ -592,20 +613,43 @@ def _should_stop_early(history: list[dict], patience: int) -> bool:
     return all(h["val_loss"] >= best_before - 1e-4 for h in history[-patience:])
 
 
+def _pictures(setup: _Setup, split: str, start: int, end: int) -> torch.Tensor:
+    """uint8 N x 3 x cache x cache of a split's pictures start:end: from the decoded-image cache when the whole model
+    trained (it is there), else decoded now (a frozen backbone never decoded the whole data set, nor should this)."""
+    if setup.trained_module is setup.model:
+        images = cache.decoded_images(setup.manifest, setup.spec.cache_size)
+        return cache.to_batch(images, setup.rows[split][start:end], setup.device)
+    squares = map_with_progress(
+        lambda s: _square_or_grey(s.path, setup.spec.cache_size), setup.manifest.split(split)[start:end]
+    )
+    return torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2).to(setup.device)
+
+
+def _square_or_grey(path: str, size: int) -> np.ndarray:
+    try:
+        return load_square(path, size)
+    except UnusableImage:  # changed since it was checked: grey, as the decoded-image cache does
+        return np.full((size, size, 3), 127, dtype=np.uint8)
+
+
 def _load_kept(setup: _Setup, writer: RunWriter) -> None:
     from safetensors.torch import load_file
 
     setup.model.load_state_dict(load_file(str(writer.run_dir / "model.safetensors")))
 
 
-def _choose_mirroring(setup: _Setup, writer: RunWriter) -> dict:
+def _choose_mirroring(setup: _Setup, run: _Run) -> dict:
     """Test-time augmentation: with the kept weights, validation predicted from each picture and its mirror image;
     kept (config 'auto') only when it does better than the pictures alone, accuracy first, then loss. Mirroring
     is wrong for some pictures (text, left/right anatomy), and validation is where that shows."""
     if setup.config.tta == "off":
         return {}
+    writer = run.writer
     _load_kept(setup, writer)
-    plain, mirrored = _evaluate(setup, "val"), _evaluate(setup, "val", mirror=True)
+    try:
+        plain, mirrored = _evaluate(setup, "val", run.check_stop), _evaluate(setup, "val", run.check_stop, True)
+    except StopRequested:
+        return {}  # asked to stop while trying: the run ends with its pictures as they are
     helps = (mirrored["accuracy"], -mirrored["loss"]) > (plain["accuracy"], -plain["loss"])
     setup.mirror = setup.config.tta == "on" or helps
     if setup.mirror:

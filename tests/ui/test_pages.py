@@ -240,8 +240,8 @@ def test_class_names_with_markdown_and_html_show_as_typed(open_page, tmp_path, d
     assert_clean(at)
     shown = [m.value for m in at.markdown]
     assert "**\\*\\*new\\*\\* cells** · 6 pictures" in shown  # bold, with the asterisks as characters
-    assert any("\\<img src=x onerror=alert\\(1\\)\\>" in m for m in shown)
-    assert any("\\[link\\]\\(example\\.com\\) \\$x\\$ \\:red\\[no\\]" in m for m in shown)
+    assert any("\\<img src=x onerror=alert(1)\\>" in m for m in shown)
+    assert any("\\[link\\](example.com) \\$x\\$ \\:red\\[no\\]" in m for m in shown)
 
 
 # ---------------------------------------------------------------- Model
@@ -407,7 +407,7 @@ def test_train_failure_is_a_sentence(open_page, digits_dir, empty_runs):
     snap = wait_for_job(at, timeout=60)
     assert snap.state == "failed"
     assert_clean(at)
-    error = at.error[0].value
+    error = at.error[0].value.replace("\\", "")  # as it reads: the page escapes markdown in messages
     assert error.startswith("Training failed: Cannot get hub weights for 'tf_efficientnet_lite0'")
 
 
