@@ -100,9 +100,9 @@ def _one_person(session: Session, img_size: int, timeout: float) -> None:
         at.select_slider(key="train_img_size").set_value(img_size)
         _timed(session, at)
         at.button(key="train_quick").click()
-        session.job_submitted = time.time()
         _timed(session, at)
         job = _common.job_manager().get(at.session_state[_common.JOB])
+        session.job_submitted = job.snapshot().submitted_at  # when the queue took it (inside that page run)
         deadline = time.monotonic() + timeout
         while job.snapshot().active and time.monotonic() < deadline:
             time.sleep(1.0)  # the browser's refresh timer: one page run a second while it waits
@@ -145,6 +145,15 @@ def run_load(sessions: int, img_size: int = 64, timeout: float = 900) -> tuple[d
         "finished": sum(p.error is None for p in people),
         "errors": [p.error for p in people if p.error],
         "jobs": len({p.run_dir for p in people if p.run_dir}),
+        "saw_only_their_own": sum(
+            p.runs_listed is not None
+            and len(p.runs_listed) == 1
+            and p.run_evaluated == p.run_dir
+            and p.predicted in p.classes
+            for p in people
+        ),
+        "served_in_order": [p.job_started for p in sorted(people, key=lambda p: p.job_submitted or 0)]
+        == sorted(p.job_started or 0 for p in people),
         "page_runs": len(pages),
         "page_seconds_p50": round(statistics.median(pages), 3) if pages else None,
         "page_seconds_p95": round(pages[int(0.95 * (len(pages) - 1))], 3) if pages else None,

@@ -30,6 +30,5 @@ def test_five_people_at_once_each_see_only_their_own_work(shared_server_folders)
         assert f"student-{person.index}-" in person.run_dir  # in this workspace's folder
         assert person.accuracy_shown.endswith("%")
     # the one device's queue served them in the order they pressed the button
-    by_press = sorted(people, key=lambda p: p.job_submitted)
-    assert [p.job_started for p in by_press] == sorted(p.job_started for p in people)
+    assert figures["served_in_order"] and figures["saw_only_their_own"] == 5
     assert figures["page_seconds_p95"] < 30  # generous on 2 CPUs under five jobs; the figures are in RELIABILITY.md
