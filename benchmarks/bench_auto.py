@@ -1,6 +1,6 @@
 """Auto at each time budget against the fixed strategies at the app's defaults, on the same pictures and split.
 
-    python benchmarks/bench_auto.py DATA_DIR [--per-class 150] [--budgets 1m 10m] [--fixed quick top all]
+    python benchmarks/bench_auto.py DATA_DIR [--per-class 150] [--budgets 1m 10m] [--fixed quick top all] [--img-size N]
 
 `quick`: the Quick model (backbone frozen, the fitted head); `top`: Fine-tune the top (the last third of the blocks,
 10 epochs); `all`: Fine-tune all (10 epochs); `scratch`: Fine-tune all from random weights, same epochs. Each is one
@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=150)
     parser.add_argument("--budgets", nargs="*", default=["1m", "10m"])
     parser.add_argument("--fixed", nargs="*", default=["quick", "top", "all"])
+    parser.add_argument(
+        "--img-size", type=int, default=None, help="fix every run's image size (default: as each run chooses)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HEADSTART_CACHE_DIR", tempfile.mkdtemp(prefix="bench-auto-cache-"))
     manifest = subset(scan_dataset(args.data, seed=0), args.per_class)
@@ -50,7 +53,14 @@ def main() -> None:
     for name, options in runs:
         with tempfile.TemporaryDirectory() as runs_dir:
             config = TrainConfig(
-                args.data, **{"backbone": BACKBONE, "weights": "offline", "runs_dir": runs_dir, **options}
+                args.data,
+                **{
+                    "backbone": BACKBONE,
+                    "weights": "offline",
+                    "runs_dir": runs_dir,
+                    "img_size": args.img_size,
+                    **options,
+                },
             )
             tick = time.perf_counter()
             summary = run_strategy(config, manifest=manifest)
