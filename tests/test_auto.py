@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_training import _config, colours  # noqa: F401 - the fixture
-from tl_core.auto import fine_tune_size, parse_budget, plan_fine_tune, train_auto, typical_short_side
+from tl_core.auto import parse_budget, plan_fine_tune, train_auto
 from tl_core.config import TrainConfig
-from tl_core.data import scan_dataset
 
 
 def test_budgets_read_as_a_person_writes_them():
@@ -70,10 +69,3 @@ def test_no_limit_fine_tunes_from_the_head_and_keeps_the_better(digits_dir, tmp_
     tuned = json.loads((Path(runs[1]["run_dir"]) / "config.json").read_text())
     assert tuned["freeze"] != "all" and tuned["epochs"] == 30  # no limit: up to 30 epochs, with early stopping
     assert tuned["probe"] is False  # random weights: fine-tuning starts from a zero head (with pretrained ones: LP-FT)
-
-
-def test_small_pictures_fine_tune_at_their_own_size(colours, tmp_path):  # noqa: F811
-    assert typical_short_side(scan_dataset(colours)) == 32  # the fixture's pictures are 32 x 32
-    assert fine_tune_size(28, 224) == 128  # never under 128 px
-    assert fine_tune_size(150, 224) == 160  # rounded up to a multiple of 32
-    assert fine_tune_size(300, 224) == 224 and fine_tune_size(None, 224) == 224  # never above the backbone's own
