@@ -13,6 +13,7 @@ tests/ui/test_load.py runs it with 5 sessions and checks that nobody saw anybody
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -85,8 +86,8 @@ def _one_person(session: Session, img_size: int, timeout: float) -> None:
 
     from pages import _common
 
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
     try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
         at.session_state[_common.WORKSPACE] = f"student {session.index}"
         _timed(session, at)
         at.switch_page("pages/data.py")
@@ -124,7 +125,9 @@ def _one_person(session: Session, img_size: int, timeout: float) -> None:
             m.value.split("**")[1].replace("\\", "") for m in at.markdown if "confident" in m.value
         )
     except Exception as exc:  # noqa: BLE001 - a session's failure is a result to report, not a crash of the others
-        shown = [e.value for e in at.error] + [m.value for m in at.markdown][:3] if "at" in locals() else []
+        shown = []
+        with contextlib.suppress(Exception):  # the page as it was, when there was one
+            shown = [e.value for e in at.error] + [m.value for m in at.markdown][:3]
         session.error = f"{type(exc).__name__}: {exc} (page: {shown})"
 
 

@@ -10,9 +10,8 @@ from tl_core.samples import SAMPLES, build_sample
 
 ui.header("1. Data", "Give Headstart your pictures: one sub-folder per class, named after the class (cats/, dogs/...).")
 
-SOURCES = {"folder": "Upload a folder", "zip": "Upload a zip", "server": "Folder on this server"}
-SOURCES = {k: v for k, v in SOURCES.items() if k != "server" or settings.server_data_root() is not None}
-SOURCES["sample"] = "Sample data set"  # the server option only where its owner shared a folder
+SERVER = {"server": "Folder on this server"} if settings.server_data_root() is not None else {}  # its owner's choice
+SOURCES = {"folder": "Upload a folder", "zip": "Upload a zip", **SERVER, "sample": "Sample data set"}
 source = st.radio(
     "Where are your pictures?",
     list(SOURCES),
