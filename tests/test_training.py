@@ -88,7 +88,13 @@ def test_run_folder_contract_and_a_bad_file_does_not_stop_training(colours, tmp_
     assert set(skipped) == {"red/corrupt.jpg", "blue/notes.txt"}
     with open(run / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == summary["num_val"] and set(rows[0]) == {"path", "true", "predicted", "confidence"}
+    columns = ["path", "true", "predicted", "confidence"] + [f"p({name})" for name in summary["class_names"]]
+    assert len(rows) == summary["num_val"] and list(rows[0]) == columns
+    for row in rows:  # every class's calibrated probability; the answer is the likeliest, its confidence that one's
+        probs = [float(row[f"p({name})"]) for name in summary["class_names"]]
+        assert sum(probs) == pytest.approx(1, abs=1e-5)
+        assert row["predicted"] == summary["class_names"][probs.index(max(probs))]
+        assert float(row["confidence"]) == pytest.approx(max(probs), abs=1e-6)
     kinds = [e["event"] for e in read_metrics(run)]
     assert kinds.count("epoch") == 3 and kinds[-1] == "end"
     assert kinds.count("step") == 3 * 3  # 24 training images in batches of 8

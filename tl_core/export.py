@@ -14,8 +14,10 @@ from pathlib import Path
 import timm
 
 from tl_core.backbones import build_model
+from tl_core.decision import calibrated_probabilities, decide
 from tl_core.errors import RunNotFoundError
 from tl_core.images import _high_depth_to_uint8, _to_rgb, square_crop
+from tl_core.operating_point import read_rule
 from tl_core.runs import load_run, read_json
 
 _SCRIPT_HEAD = '''"""Label images with this exported Headstart model: python predict.py IMAGE [IMAGE ...]
@@ -74,11 +76,15 @@ def main(paths) -> int:
             print(json.dumps({"path": path, "error": f"cannot read this image ({exc})"}))
             continue
         with torch.no_grad():
-            probs = model(x[None]).softmax(1)[0]
+            log_probs = model(x[None]).log_softmax(1)
             if PRE.get("mirror_average"):
-                probs = (probs + model(x[None].flip(-1)).softmax(1)[0]) / 2
-        confidence, index = probs.max(0)
-        print(json.dumps({"path": path, "label": LABELS[index], "confidence": round(float(confidence), 6)}))
+                mirrored = model(x[None].flip(-1)).log_softmax(1)
+                log_probs = torch.logsumexp(torch.stack([log_probs, mirrored]), 0) - np.log(2)
+        probs = calibrated_probabilities(log_probs.numpy(), PRE.get("temperature", 1.0))
+        answer = decide(probs, LABELS, PRE.get("decision"))[0]
+        top_k = [{"label": LABELS[i], "confidence": round(float(probs[0, i]), 6)} for i in np.argsort(-probs[0])[:3]]
+        answer["confidence"] = round(answer["confidence"], 6)
+        print(json.dumps({"path": path, **answer, "top_k": top_k}))
     return 0
 
 
@@ -89,7 +95,7 @@ if __name__ == "__main__":
 
 def predict_script() -> str:
     """The bundle's standalone predict.py, built from the functions Headstart itself uses to decode and build."""
-    shared = (_to_rgb, _high_depth_to_uint8, square_crop, build_model)
+    shared = (_to_rgb, _high_depth_to_uint8, square_crop, build_model, calibrated_probabilities, decide)
     return _SCRIPT_HEAD + "".join("\n\n" + inspect.getsource(fn) for fn in shared) + _SCRIPT_MAIN
 
 
@@ -118,6 +124,9 @@ def export_bundle(run_dir: str | Path, out: Path) -> Path:
             ["predict on the picture and on its mirror image (left-right), average the probabilities"] if mirror else []
         ),
         "mirror_average": mirror,
+        # probabilities = softmax(log-probabilities / temperature): the calibration fitted on validation
+        "temperature": float(run.summary.get("calibration", {}).get("temperature", 1.0)),
+        "decision": read_rule(run.run_dir),  # the operating point (tl_core.decision), or None for the likeliest
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,10 @@ from PIL import Image
 from torch import nn
 
 from tl_core.backbones import build_model
+from tl_core.decision import calibrated_probabilities, decide
 from tl_core.errors import RunNotFoundError
 from tl_core.images import UnusableImage, open_rgb, square_crop
+from tl_core.operating_point import read_rule
 from tl_core.preprocess import InputSpec, to_model_input
 from tl_core.runs import read_json
 
@@ -25,6 +27,8 @@ class Predictor:
     backbone: str
     device: torch.device
     mirror: bool = False  # average each picture's probabilities with its mirror image's (chosen on validation)
+    temperature: float = 1.0  # calibration fitted on validation: softmax(log-probabilities / temperature)
+    rule: dict | None = None  # the operating point (tl_core.decision): a threshold, or None for the likeliest class
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
@@ -46,8 +50,12 @@ class Predictor:
         spec = InputSpec(
             **{**config["input"], "mean": tuple(config["input"]["mean"]), "std": tuple(config["input"]["std"])}
         )
-        mirror = bool((read_json(run_dir / "summary.json", {}) or {}).get("tta", {}).get("mirror"))
-        return cls(model, class_names, spec, config["backbone"], torch.device(device), mirror)
+        summary = read_json(run_dir / "summary.json", {}) or {}
+        mirror = bool(summary.get("tta", {}).get("mirror"))
+        temperature = float(summary.get("calibration", {}).get("temperature", 1.0))
+        return cls(
+            model, class_names, spec, config["backbone"], torch.device(device), mirror, temperature, read_rule(run_dir)
+        )
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """RGB images -> the normalised batch the model expects (the evaluation crop of training)."""
@@ -56,23 +64,22 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """N x classes calibrated probabilities, as the run was validated (mirror images averaged in if chosen)."""
         x = self.preprocess(images)
-        probs = self.model(x).float().softmax(1)
+        log_probs = self.model(x).float().log_softmax(1)
         if self.mirror:
-            probs = (probs + self.model(x.flip(-1)).float().softmax(1)) / 2
-        return probs.cpu().numpy()
+            mirrored = self.model(x.flip(-1)).float().log_softmax(1)
+            log_probs = torch.logsumexp(torch.stack([log_probs, mirrored]), 0) - np.log(2)
+        return calibrated_probabilities(log_probs.cpu().numpy(), self.temperature)
 
     def predict_images(self, images: list[Image.Image], top_k: int = 3) -> list[dict]:
+        """label (under the run's operating point), confidence, sure, and the top_k likeliest classes."""
+        probs = self.probabilities(images)
         results = []
-        for probs in self.probabilities(images):
-            order = np.argsort(-probs)[: max(1, min(top_k, len(self.class_names)))]
-            results.append(
-                {
-                    "label": self.class_names[order[0]],
-                    "confidence": float(probs[order[0]]),
-                    "top_k": [{"label": self.class_names[i], "confidence": float(probs[i])} for i in order],
-                }
-            )
+        for row, answer in zip(probs, decide(probs, self.class_names, self.rule), strict=True):
+            order = np.argsort(-row)[: max(1, min(top_k, len(self.class_names)))]
+            top = [{"label": self.class_names[i], "confidence": float(row[i])} for i in order]
+            results.append({**answer, "top_k": top})
         return results
 
     def predict_paths(self, paths: list[str | Path], top_k: int = 3) -> list[dict]:

@@ -126,9 +126,17 @@ class RunWriter:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         replace_atomically(self.run_dir / "model.safetensors", lambda f: f.write(save(state)))
 
-    def write_predictions(self, rows: list[tuple[str, str, str, float]]) -> None:
+    def write_predictions(
+        self, rows: list[tuple[str, str, str, float]], class_names: list[str] | None = None, probabilities=None
+    ) -> None:
+        """predictions.csv; with `probabilities` (N x classes), a column 'p(<class>)' per class after the four."""
+        extra = [f"p({name})" for name in class_names] if probabilities is not None else []
+
         def write(f) -> None:
-            lines = [["path", "true", "predicted", "confidence"]] + [[p, t, pr, f"{c:.6f}"] for p, t, pr, c in rows]
+            lines = [["path", "true", "predicted", "confidence", *extra]] + [
+                [p, t, pr, f"{c:.6f}", *([f"{v:.6f}" for v in probabilities[i]] if extra else [])]
+                for i, (p, t, pr, c) in enumerate(rows)
+            ]
             buffer = io.StringIO()
             csv.writer(buffer).writerows(lines)
             f.write(buffer.getvalue().encode("utf-8"))

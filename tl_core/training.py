@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl_core import cache, limits
+from tl_core import cache, calibration, limits
 from tl_core.backbones import Backbone, create_backbone
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, scan_dataset
+from tl_core.decision import calibrated_probabilities
 from tl_core.devices import describe_device, pick_device
 from tl_core.errors import DataError, RunNotFoundError, user_message
 from tl_core.events import Created, Ended, EpochEnd, Event, FeatureCache, Message, Progress, Schedule, Started, Step
@@ -450,7 +451,9 @@ def _summarise(setup: _Setup, run: _Run, status: str, history: list[dict], messa
     """The run's summary: whether mirrored pictures help, the test pass with the kept weights (when there is a test
     split), what the probe chose."""
     if status == "finished" and history:
-        extra.update(_choose_mirroring(setup, run))
+        mirroring, kept_val = _choose_mirroring(setup, run)
+        extra.update(mirroring)
+        extra.update(_calibrate(setup, run.writer, kept_val))
     if len(setup.rows["test"]) and history:
         extra.update(_test_pass(setup, run.writer))
     if setup.probe is not None:
@@ -569,6 +572,7 @@ def _evaluate(setup: _Setup, split: str, check_stop: Callable[[], None] = lambda
     return {
         "loss": F.nll_loss(log_probs, labels, reduction="sum").item() / n,
         "accuracy": int((predicted == labels).sum()) / n,
+        "log_probs": log_probs,
         "predictions": list(
             zip(range(len(labels)), labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True)
         ),
@@ -600,9 +604,12 @@ def _keep_best(writer: RunWriter, setup: _Setup, predictions: list) -> None:
     _write_predictions(writer, setup, predictions)
 
 
-def _write_predictions(writer: RunWriter, setup: _Setup, predictions: list) -> None:
+def _write_predictions(writer: RunWriter, setup: _Setup, predictions: list, probabilities=None) -> None:
+    """predictions.csv: per validation picture its class, the answer and its confidence (and with `probabilities`,
+    every class's calibrated probability, for Evaluate's thresholds)."""
     val_samples, names = setup.manifest.split("val"), setup.manifest.class_names
-    writer.write_predictions([(val_samples[i].path, names[t], names[p], c) for i, t, p, c in predictions])
+    rows = [(val_samples[i].path, names[t], names[p], c) for i, t, p, c in predictions]
+    writer.write_predictions(rows, names if probabilities is not None else None, probabilities)
 
 
 def _should_stop_early(history: list[dict], patience: int) -> bool:
@@ -638,22 +645,22 @@ def _load_kept(setup: _Setup, writer: RunWriter) -> None:
     setup.model.load_state_dict(load_file(str(writer.run_dir / "model.safetensors")))
 
 
-def _choose_mirroring(setup: _Setup, run: _Run) -> dict:
+def _choose_mirroring(setup: _Setup, run: _Run) -> tuple[dict, dict | None]:
     """Test-time augmentation: with the kept weights, validation predicted from each picture and its mirror image;
     kept (config 'auto') only when it does better than the pictures alone, accuracy first, then loss. Mirroring
-    is wrong for some pictures (text, left/right anatomy), and validation is where that shows."""
-    if setup.config.tta == "off":
-        return {}
-    writer = run.writer
-    _load_kept(setup, writer)
+    is wrong for some pictures (text, left/right anatomy), and validation is where that shows.
+
+    Returns the summary's part and the kept weights' validation pass as they will predict (None if stopped)."""
+    _load_kept(setup, run.writer)
     try:
-        plain, mirrored = _evaluate(setup, "val", run.check_stop), _evaluate(setup, "val", run.check_stop, True)
+        plain = _evaluate(setup, "val", run.check_stop)
+        if setup.config.tta == "off":
+            return {}, plain
+        mirrored = _evaluate(setup, "val", run.check_stop, True)
     except StopRequested:
-        return {}  # asked to stop while trying: the run ends with its pictures as they are
+        return {}, None  # asked to stop while trying: the run ends with its pictures as they are
     helps = (mirrored["accuracy"], -mirrored["loss"]) > (plain["accuracy"], -plain["loss"])
     setup.mirror = setup.config.tta == "on" or helps
-    if setup.mirror:
-        _write_predictions(writer, setup, mirrored["predictions"])
     return {
         "tta": {
             "mirror": setup.mirror,
@@ -662,7 +669,19 @@ def _choose_mirroring(setup: _Setup, run: _Run) -> dict:
             "val_accuracy_mirrored": mirrored["accuracy"],
             "val_loss_mirrored": round(mirrored["loss"], 6),
         }
-    }
+    }, (mirrored if setup.mirror else plain)
+
+
+def _calibrate(setup: _Setup, writer: RunWriter, val: dict | None) -> dict:
+    """Temperature scaling on the kept weights' validation pass; predictions.csv then holds the calibrated
+    probabilities of every class, which Evaluate, Predict and the export use."""
+    if val is None:
+        return {}
+    fitted = calibration.calibrate(val["log_probs"].numpy(), setup.labels["val"].numpy())
+    probabilities = calibrated_probabilities(val["log_probs"].numpy(), fitted.temperature)
+    predictions = [(i, t, p, float(probabilities[i].max())) for i, t, p, _ in val["predictions"]]
+    _write_predictions(writer, setup, predictions, probabilities)
+    return {"calibration": fitted.summary()}
 
 
 def _test_pass(setup: _Setup, writer: RunWriter) -> dict:
