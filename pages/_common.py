@@ -256,16 +256,10 @@ def duration(seconds: float | None) -> str:
 
 
 def run_label(run) -> str:
-    """'20260101-120000 · EfficientNet-Lite0 · finished · 93.0%' for a RunInfo."""
-    from tl_core.backbones import label_for
-
-    s = run.summary or {}
-    acc = s.get("best_val_accuracy")
-    when = run.id[:15].replace("-", " ")
-    parts = [when, label_for(s.get("backbone") or run.config.get("backbone", "?")), run.status]
-    if acc is not None:
-        parts.append(f"{acc:.1%} validation accuracy")
-    return " · ".join(parts)
+    """'Fine-tune the top · EfficientNet-Lite0 · leaves · 1 Dec 14:05 · finished · 93.0%' for a RunInfo."""
+    acc = (run.summary or {}).get("best_val_accuracy")
+    status = "" if run.status == "finished" else f" · {run.status}"
+    return run.title + status + (f" · {pct(acc)}" if acc is not None else "")
 
 
 # ---------------------------------------------------------------- jobs and device
@@ -366,7 +360,8 @@ def pick_run(key: str):
 
 
 @st.cache_resource(show_spinner="Loading the trained model...", max_entries=4)
-def predictor(run_dir: str, weights_mtime: float):
+def predictor(run_dir: str, weights_mtime: float, rule_mtime: float = 0.0):
+    """The run's Predictor, loaded once per version of its weights and of its operating point."""
     from tl_core.predict import Predictor
 
     return Predictor.from_run(run_dir)
@@ -381,8 +376,31 @@ def heat_map(predictor, image, class_index: int | None = None):
 
 
 def load_predictor(run_dir: Path):
-    weights = Path(run_dir) / "model.safetensors"
-    return predictor(str(run_dir), weights.stat().st_mtime if weights.exists() else 0.0)
+    from tl_core.operating_point import FILE
+
+    def mtime(path: Path) -> float:
+        return path.stat().st_mtime if path.exists() else 0.0
+
+    return predictor(str(run_dir), mtime(Path(run_dir) / "model.safetensors"), mtime(Path(run_dir) / FILE))
+
+
+def prepare_training(dataset: str, backbone: str, settings: dict, depth: int | None = None) -> None:
+    """Set the Train page up for a next run (the data set, the backbone, some settings, the freeze depth) and go
+    there; the person reads it and presses Start. Settings become the widgets' starting values: a value written
+    into a persisted widget's key is not reliably taken (see `restore_choices`)."""
+    set_dataset(Path(dataset), Path(dataset).name)
+    st.session_state[BACKBONE] = backbone
+    starting = st.session_state.setdefault(RESTORED_WIDGETS, {})
+    for name, value in settings.items():
+        starting[f"train_{name}"] = value
+        st.session_state.pop(f"train_{name}", None)
+    if depth is not None:
+        st.session_state["train_depth_backbone"] = backbone
+        st.session_state["train_freeze_depth"] = depth
+        generation = st.session_state.setdefault("train_depth_widgets", {"strategy": 0, "slider": 0})
+        generation["strategy"] += 1
+        generation["slider"] += 1
+    st.switch_page(PAGES["train"].path)
 
 
 # ---------------------------------------------------------------- data sets

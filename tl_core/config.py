@@ -78,6 +78,14 @@ class TrainConfig:
     val_split: float = field(default=DEFAULT_VAL_FRACTION, metadata=_option("share of each class kept for validation"))
     test_split: float = field(default=0.0, metadata=_option("share of each class kept for a final test"))
     seed: int = field(default=0, metadata=_option("same seed, same split, same result"))
+    train_share: float = field(
+        default=1.0,
+        metadata=_option(
+            "train on this share of each class's training pictures (e.g. 0.25); validation stays whole, so runs on "
+            "different shares compare (the data-efficiency curve)",
+            metavar="F",
+        ),
+    )
     device: str = field(default="auto", metadata=_option("where to train", choices=DEVICES))
     runs_dir: str = field(
         default_factory=lambda: str(settings.runs_dir()), metadata=_option("where run folders go", metavar="DIR")
@@ -144,6 +152,8 @@ class TrainConfig:
             from tl_core.auto import parse_budget
 
             parse_budget(self.budget)  # a sentence now rather than a failure after the first model
+        if not 0 < float(self.train_share) <= 1:
+            raise ValueError(f"The share of training pictures must be above 0 and at most 1, not {self.train_share}.")
         if self.device not in DEVICES:
             raise ValueError(f"The device is one of {', '.join(DEVICES)}, not '{self.device}'.")
 

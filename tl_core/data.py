@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import stat
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 DEFAULT_VAL_FRACTION = 0.2  # TrainConfig.val_split's default too
 MIN_IMAGES_PER_CLASS = 5
 IMBALANCE_RATIO = 3.0
+UNUSED = "unused"  # a training picture left out on purpose (a run on a share of the training pictures)
 
 
 @dataclass
@@ -184,6 +186,27 @@ def assign_split(samples: list[Sample], val_fraction: float, test_fraction: floa
         n_test = max(1, round(n * test_fraction)) if test_fraction > 0 and n - n_val >= 2 else 0
         for i, sample in enumerate(members):
             sample.split = "val" if i < n_val else "test" if i < n_val + n_test else "train"
+
+
+def keep_training_share(manifest: DatasetManifest, share: float, seed: int) -> DatasetManifest:
+    """The same data set with only `share` of each class's training pictures (at least one each); the others are
+    marked 'unused'. Validation and test stay whole, so results at different shares compare. Seeded and nested: the
+    pictures of a smaller share are all in a larger one's."""
+    if not 0 < share <= 1:
+        raise ValueError(f"The share of training pictures must be above 0 and at most 1, not {share}.")
+    if share == 1:
+        return manifest
+    rng = np.random.default_rng(seed)
+    kept: set[str] = set()
+    for label in range(len(manifest.class_names)):
+        members = sorted((s for s in manifest.split("train") if s.label == label), key=lambda s: s.relpath)
+        order = rng.permutation(len(members))
+        kept.update(members[i].relpath for i in order[: max(1, math.ceil(share * len(members)))])
+    samples = [
+        replace(s, split=UNUSED) if s.split == "train" and s.relpath not in kept else replace(s)
+        for s in manifest.samples
+    ]
+    return replace(manifest, samples=samples)
 
 
 def extract_zip(archive: Path, into: Path) -> tuple[Path, list[Problem]]:

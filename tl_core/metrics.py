@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from tl_core.decision import decide
 from tl_core.errors import RunNotFoundError
 from tl_core.runs import read_json
 
@@ -22,6 +23,8 @@ class Evaluation:
     confusion: np.ndarray  # rows: true class, columns: predicted class
     mistakes: list[dict]  # path, true, predicted, confidence; most confident mistakes first
     macro_f1: float
+    labels: np.ndarray  # the true class of each validation picture
+    probabilities: np.ndarray | None  # N x classes, calibrated; None for runs trained before Headstart saved them
 
 
 def read_predictions(run_dir: str | Path) -> list[dict]:
@@ -34,13 +37,20 @@ def read_predictions(run_dir: str | Path) -> list[dict]:
         return [{**row, "confidence": float(row["confidence"])} for row in csv.DictReader(f)]
 
 
-def evaluate_run(run_dir: str | Path) -> Evaluation:
+def evaluate_run(run_dir: str | Path, rule: dict | None = None) -> Evaluation:
+    """The run's validation results; with a two-class `rule` (an operating point), its answers under that rule."""
     class_names = read_json(Path(run_dir) / "labels.json", default=None)
     if not class_names:
         raise RunNotFoundError(f"Run '{Path(run_dir).name}' has no labels.json.")
     rows = read_predictions(run_dir)
+    probabilities = _probabilities(rows, class_names)
     index = {name: i for i, name in enumerate(class_names)}
     y_true = np.array([index[r["true"]] for r in rows], dtype=int)
+    if rule and rule.get("kind") == "binary" and probabilities is not None:
+        rows = [
+            {**r, "predicted": answer["label"], "confidence": answer["confidence"]}
+            for r, answer in zip(rows, decide(probabilities, class_names, rule), strict=True)
+        ]
     y_pred = np.array([index[r["predicted"]] for r in rows], dtype=int)
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
@@ -60,4 +70,13 @@ def evaluate_run(run_dir: str | Path) -> Evaluation:
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
         mistakes=mistakes,
         macro_f1=float(np.mean(f1[present])) if present.any() else 0.0,
+        labels=y_true,
+        probabilities=probabilities,
     )
+
+
+def _probabilities(rows: list[dict], class_names: list[str]) -> np.ndarray | None:
+    columns = [f"p({name})" for name in class_names]
+    if not rows or any(c not in rows[0] for c in columns):
+        return None
+    return np.array([[float(r[c]) for c in columns] for r in rows])

@@ -235,3 +235,113 @@ def top_k_figure(top_k: Sequence[dict]) -> go.Figure:
         showlegend=False,
     )
     return fig
+
+
+def reliability_figure(bins_before: Sequence[dict], bins_after: Sequence[dict]) -> go.Figure:
+    """Reliability diagram: per confidence group, how often the model was right, before and after calibration.
+    On the diagonal, a model is exactly as sure as it is right."""
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": FROZEN}, name="as sure as right")
+    for bins, name, colour in ((bins_before, "before", TRAIN_COLOUR), (bins_after, "after calibration", VAL_COLOUR)):
+        used = [b for b in bins if b["count"]]
+        fig.add_scatter(
+            x=[b["confidence"] for b in used],
+            y=[b["accuracy"] for b in used],
+            mode="lines+markers",
+            marker={"size": [6 + min(14, b["count"] ** 0.5 * 2) for b in used], "color": colour},
+            name=name,
+            customdata=[b["count"] for b in used],
+            hovertemplate="sure %{x:.0%} · right %{y:.0%} · %{customdata} pictures<extra>" + name + "</extra>",
+        )
+    fig.update_layout(
+        title="How sure against how often right",
+        xaxis={"title": "confidence", "tickformat": ".0%", "range": [0, 1.02]},
+        yaxis={"title": "share right", "tickformat": ".0%", "range": [0, 1.02]},
+        height=360,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def threshold_figure(table: Sequence[dict], threshold: float, positive: str) -> go.Figure:
+    """Two classes: share of `positive` found and share of alarms that are right, against the threshold."""
+    xs = [row["threshold"] for row in table]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=xs, y=[row["recall"] for row in table], name=f"{positive} found (recall)", line={"color": TRAINED}
+    )
+    fig.add_scatter(
+        x=xs,
+        y=[row["precision"] for row in table],
+        name="alarms that are right (precision)",
+        line={"color": VAL_COLOUR},
+    )
+    fig.add_vline(x=threshold, line={"dash": "dash", "color": HEAD})
+    fig.update_layout(
+        title=f"Say {positive} from this probability on",
+        xaxis={"title": f"threshold on the probability of {positive}", "range": [0, 1]},
+        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
+        height=340,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def not_sure_figure(table: Sequence[dict], threshold: float) -> go.Figure:
+    """Several classes: share answered and accuracy of those answers, against the confidence threshold."""
+    xs = [row["threshold"] for row in table]
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=[row["answered"] for row in table], name="pictures answered", line={"color": TRAINED})
+    fig.add_scatter(
+        x=xs, y=[row["accuracy"] for row in table], name="accuracy of the answers", line={"color": VAL_COLOUR}
+    )
+    fig.add_vline(x=threshold, line={"dash": "dash", "color": HEAD})
+    fig.update_layout(
+        title="Answer only when at least this sure",
+        xaxis={"title": "confidence threshold", "range": [0, 1]},
+        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
+        height=340,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def efficiency_figure(pretrained: Sequence[dict], scratch: Sequence[dict]) -> go.Figure:
+    """Validation accuracy against the share of training pictures, pretrained and from random weights."""
+    fig = go.Figure()
+    for points, name, colour in ((pretrained, "pretrained", VAL_COLOUR), (scratch, "from scratch", TRAIN_COLOUR)):
+        points = sorted(points, key=lambda p: p["share"])
+        fig.add_scatter(
+            x=[p["share"] for p in points],
+            y=[p["accuracy"] for p in points],
+            customdata=[p["num_train"] for p in points],
+            mode="lines+markers",
+            name=name,
+            line={"color": colour},
+            hovertemplate="%{x:.0%} of the pictures (%{customdata}) · %{y:.1%}<extra>" + name + "</extra>",
+        )
+    fig.update_layout(
+        title="Accuracy against the pictures used",
+        xaxis={"title": "share of the training pictures", "tickformat": ".0%", "range": [0, 1.05]},
+        yaxis={"title": "validation accuracy", "tickformat": ".0%", "range": [0, 1.02]},
+        height=360,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def compare_curves_figure(curves: dict[str, Sequence[dict]]) -> go.Figure:
+    """Validation accuracy per epoch of several runs, one line each (name -> epoch events)."""
+    fig = go.Figure()
+    for name, history in curves.items():
+        fig.add_scatter(
+            x=[h["epoch"] for h in history], y=[h["val_accuracy"] for h in history], mode="lines+markers", name=name
+        )
+    fig.update_layout(
+        title="Validation accuracy by epoch",
+        xaxis={"title": "epoch", "dtick": 1},
+        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
+        height=360,
+        **_LAYOUT,
+    )
+    return fig

@@ -162,3 +162,22 @@ def _one_standard_error_choice(tried: list[dict], fold_losses: dict[float, list[
     losses = fold_losses[lowest["penalty"]]
     standard_error = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else 0.0
     return next(t["penalty"] for t in tried if t["cv_loss"] <= lowest["cv_loss"] + standard_error)  # strong first
+
+
+def out_of_fold_probabilities(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, seed: int = 0, folds: int = MAX_FOLDS
+) -> tuple[np.ndarray, float]:
+    """Each picture's class probabilities from a probe that never saw it (k-fold), and the penalty used.
+
+    The penalty is the one the probe chooses on all the pictures; each fold's head is then fitted without that fold.
+    A picture the other pictures of its class do not vouch for gets a low probability for its own label."""
+    penalty = fit_probe(features, labels, num_classes, seed=seed).penalty
+    x = features.float()
+    x = (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
+    y = labels.long()
+    probs = np.full((len(y), num_classes), 1.0 / num_classes)
+    for held_out in _folds(y.numpy(), seed, folds):
+        train = np.setdiff1d(np.arange(len(y)), held_out)
+        weight, bias = _fit(x[train], y[train], num_classes, penalty, None, None, FINAL_ITERATIONS)
+        probs[held_out] = (x[held_out] @ weight.T + bias).softmax(1).numpy()
+    return probs, penalty

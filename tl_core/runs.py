@@ -62,6 +62,46 @@ class RunInfo:
     def class_names(self) -> list[str]:
         return read_json(self.run_dir / "labels.json", default=[])
 
+    @property
+    def strategy(self) -> str:
+        """What kind of training this was, in the words of the Train page."""
+        from tl_core.freezing import top_third_frozen
+
+        config, summary = self.config, self.summary
+        if summary.get("auto"):
+            return f"Auto ({config.get('budget') or 'best'})"
+        if config.get("weights") == "none":
+            words = "From scratch"
+        else:
+            frozen, total = summary.get("frozen_blocks"), summary.get("total_blocks")
+            freeze = str(config.get("freeze"))
+            if freeze == "all" or (total and frozen == total):
+                words = "Feature extraction"
+            elif freeze == "none" or frozen == 0:
+                words = "Fine-tune all"
+            elif total and frozen == top_third_frozen(total):
+                words = "Fine-tune the top"
+            else:
+                words = f"Fine-tune {total - frozen} of {total} blocks" if total else "Fine-tune"
+        share = config.get("train_share", 1.0)
+        return words if share == 1.0 else f"{words}, {share:.0%} of the pictures"
+
+    @property
+    def title(self) -> str:
+        """'Fine-tune the top · EfficientNet-Lite0 · leaves-v2 · 1 Dec 14:05': what the run was; the id stays the
+        folder's name."""
+        from tl_core.backbones import label_for
+
+        when = time.strptime(self.id[:15], "%Y%m%d-%H%M%S") if self.id[:15].replace("-", "").isdigit() else None
+        parts = [
+            self.strategy,
+            label_for(self.summary.get("backbone") or self.config.get("backbone", "?")),
+            Path(str(self.config.get("data_dir", "?"))).name,
+        ]
+        if when:
+            parts.append(time.strftime("%-d %b %H:%M", when))
+        return " · ".join(parts)
+
 
 class RunWriter:
     """Creates a run folder (or reopens one that was cut off) and writes into it; holds the folder's lock until

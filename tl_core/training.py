@@ -14,7 +14,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,11 +25,12 @@ from torch import nn
 from tl_core import cache, calibration, limits
 from tl_core.backbones import Backbone, create_backbone
 from tl_core.config import TrainConfig
-from tl_core.data import DatasetManifest, scan_dataset
+from tl_core.data import DatasetManifest, keep_training_share, scan_dataset
 from tl_core.decision import calibrated_probabilities
-from tl_core.devices import describe_device, pick_device
+from tl_core.devices import autocast, describe_device, on_device_layout, pick_device
 from tl_core.errors import DataError, RunNotFoundError, user_message
 from tl_core.events import Created, Ended, EpochEnd, Event, FeatureCache, Message, Progress, Schedule, Started, Step
+from tl_core.features import pretrained_features
 from tl_core.freezing import FreezePlan, apply_freeze, layer_lr_scales, set_train_mode
 from tl_core.images import UnusableImage, load_square, map_with_progress
 from tl_core.preprocess import InputSpec, to_model_input
@@ -170,6 +170,7 @@ def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -
             seed=config.seed,
             on_progress=run.progress("scan"),
         )
+    manifest = keep_training_share(manifest, config.train_share, config.seed)
     _check_splits(manifest)
     if config.resume:
         _check_same_pictures(run.writer.run_dir, manifest)
@@ -260,26 +261,9 @@ def _announce(run: _Run, config: TrainConfig, backbone: Backbone, plan, spec, ma
 
 
 def _backbone_features(config, run, backbone, spec, manifest, device) -> torch.Tensor:
-    """The frozen pretrained backbone's features of every picture (pooled, before the head), computed once and cached
-    on disk by content, backbone, weights and size: a later run on the same pictures skips straight past this."""
-    model = backbone.model
-    key = cache.feature_key(manifest, config.backbone, backbone.weights_id, spec.img_size)
-
-    def compute() -> np.ndarray:
-        images = cache.decoded_images(manifest, spec.cache_size, on_progress=run.progress("decode"))
-        report = run.progress("features")
-        model.eval()
-        out = []
-        with torch.no_grad(), _autocast(device):
-            for start, end in _batches(len(images), 64):
-                x = _on_device(to_model_input(cache.to_batch(images, np.arange(start, end), device), spec), device)
-                out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
-                report(end, len(images))
-        return torch.cat(out).numpy()
-
-    features, hit = cache.cached_features(key, compute)  # on a hit the pictures are not even decoded
+    features, hit = pretrained_features(manifest, config.backbone, backbone, spec, device, run.progress)
     run.emit(FeatureCache(hit, int(features.shape[1])))
-    return torch.from_numpy(np.asarray(features))
+    return features
 
 
 def _fit_probe(config, run, model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> Probe | None:
@@ -318,7 +302,7 @@ def _whole_model(config, run, model, spec, manifest, device, generator: torch.Ge
 
     def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
         x = to_model_input(cache.to_batch(images, batch_rows, device), spec, augment and training, generator)
-        return forward(_on_device(x, device))
+        return forward(on_device_layout(x, device))
 
     return model, batch_logits
 
@@ -545,7 +529,7 @@ def _train_step(setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tens
     for group in loop.optimizer.param_groups:
         group["lr"] = loop.lr * group["lr_scale"]
     y = labels.to(setup.device, non_blocking=True)
-    with _autocast(setup.device):
+    with autocast(setup.device):
         logits = setup.batch_logits(rows, True)
     loss = loop.criterion(logits.float(), y)
     loop.optimizer.zero_grad(set_to_none=True)
@@ -588,10 +572,10 @@ def _log_probabilities(setup: _Setup, split: str, check_stop: Callable[[], None]
     with torch.no_grad():
         for start, end in _batches(len(rows), 64):
             check_stop()
-            with _autocast(setup.device):
+            with autocast(setup.device):
                 if mirrored:
                     x = to_model_input(_pictures(setup, split, start, end), setup.spec)
-                    logits = setup.model(_on_device(x.flip(-1), setup.device))
+                    logits = setup.model(on_device_layout(x.flip(-1), setup.device))
                 else:
                     logits = setup.batch_logits(rows[start:end], False)
             out.append(logits.float().log_softmax(1).cpu())
@@ -754,11 +738,3 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -19,6 +20,14 @@ from tl_core.metrics import evaluate_run
 from tl_core.predict import Predictor
 
 DIGITS = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
+
+
+def run_summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def digits_root(run: Path) -> Path:
+    return Path(json.loads((run / "config.json").read_text())["data_dir"])
 
 
 def dataset_state(path: Path, origin: str = "test digits") -> dict:
@@ -443,13 +452,33 @@ def test_evaluate_with_a_run(open_page, finished_run, tmp_path, monkeypatch):
     per_class = table_with(at, "support")
     assert list(per_class["class"]) == DIGITS
     assert per_class["support"].sum() == expected.num_images
-    assert len(at.get("plotly_chart")) == 2  # confusion matrix, accuracy curve
+    charts = at.get("plotly_chart")
+    assert len(charts) == 5  # confusion, accuracy curve, reliability, the line, the confusion at the line
+    assert f"It labels {round(expected.accuracy * expected.num_images)} of {expected.num_images}" in texts(at)
+    assert metric(at, "Off by, after") == f"{run_summary(run)['calibration']['ece_after']:.1%}"
     assert len(at.image) == min(12, len(expected.mistakes))
-    plain = [img.proto.imgs[0].url for img in at.image]
-    at.toggle(key="evaluate_heat").set_value(True).run()
+    at.button(key="evaluate_open_0").click().run()  # the most confident mistake, large, with its heat map
     assert_clean(at)
-    assert len(at.image) == min(12, len(expected.mistakes))  # the same pictures, now with their heat maps
-    assert [img.proto.imgs[0].url for img in at.image] != plain
+    assert len(at.image) == min(12, len(expected.mistakes)) + 2
+
+
+def test_evaluate_saves_the_line_that_predict_follows(open_page, finished_run, tmp_path, monkeypatch):
+    run = tmp_path / "runs" / finished_run.name
+    shutil.copytree(finished_run, run)
+    monkeypatch.setenv("HEADSTART_RUNS_DIR", str(tmp_path / "runs"))
+    at = open_page("pages/evaluate.py", state={"hs_run": str(run)})
+    at.slider(key="evaluate_not_sure").set_value(0.9).run()
+    probs = evaluate_run(run).probabilities
+    answered = (probs.max(1) >= 0.9).mean()
+    assert f"it answers **{answered:.0%}** of the pictures" in texts(at)
+    at.button(key="evaluate_save_rule").click().run()
+    assert_clean(at)
+    assert json.loads((run / "operating_point.json").read_text()) == {"kind": "not_sure_below", "threshold": 0.9}
+    picture = next((digits_root(run) / "three").iterdir())
+    answer = Predictor.from_run(run).predict_paths([picture])[0]
+    assert answer["sure"] == (answer["confidence"] >= 0.9)
+    at.button(key="evaluate_clear_rule").click().run()
+    assert not (run / "operating_point.json").exists()
 
 
 def test_predict_with_a_run(open_page, finished_run, digits_dir):

@@ -1,0 +1,89 @@
+"""The frozen pretrained backbone's features of every picture (pooled, before the head): computed once and cached on
+disk by content, backbone, weights and size, so a later run, the mislabel finder or the data-efficiency curve on the
+same pictures skip straight past it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tl_core import cache
+from tl_core.backbones import Backbone
+from tl_core.data import DatasetManifest
+from tl_core.devices import autocast, on_device_layout
+from tl_core.errors import DataError, RunNotFoundError
+from tl_core.preprocess import InputSpec, to_model_input
+from tl_core.runs import read_json
+
+BATCH = 64
+Progress = Callable[[int, int], None] | None
+
+
+def pretrained_features(
+    manifest: DatasetManifest,
+    backbone_name: str,
+    backbone: Backbone,
+    spec: InputSpec,
+    device: torch.device,
+    progress: Callable[[str], Progress] = lambda stage: None,
+) -> tuple[torch.Tensor, bool]:
+    """(N x features in the manifest's order, whether they came from the cache). `progress(stage)` gives the
+    callback for 'decode' and 'features'."""
+    model = backbone.model
+    key = cache.feature_key(manifest, backbone_name, backbone.weights_id, spec.img_size)
+
+    def compute() -> np.ndarray:
+        images = cache.decoded_images(manifest, spec.cache_size, on_progress=progress("decode"))
+        report = progress("features")
+        model.eval()
+        out = []
+        with torch.no_grad(), autocast(device):
+            for start in range(0, len(images), BATCH):
+                end = min(start + BATCH, len(images))
+                x = to_model_input(cache.to_batch(images, np.arange(start, end), device), spec)
+                out.append(model.forward_head(model.forward_features(on_device_layout(x, device)), pre_logits=True))
+                out[-1] = out[-1].float().cpu()
+                if report:
+                    report(end, len(images))
+        return torch.cat(out).numpy()
+
+    features, hit = cache.cached_features(key, compute)  # on a hit the pictures are not even decoded
+    return torch.from_numpy(np.asarray(features)), hit
+
+
+def features_of_run(
+    run_dir: str | Path, progress: Callable[[str], Progress] = lambda stage: None
+) -> tuple[DatasetManifest, torch.Tensor, dict]:
+    """A run's pictures (split as it split them) and their pretrained features, for the analyses that refit a head
+    in seconds (mislabelled pictures, accuracy against the share of pictures). A run from random weights is
+    analysed on the pretrained ones: random features know nothing of the pictures."""
+    from tl_core.backbones import create_backbone
+    from tl_core.data import scan_dataset
+    from tl_core.devices import pick_device
+
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json", default=None)
+    if not config or "input" not in config:
+        raise RunNotFoundError(f"'{run_dir.name}' is not a finished Headstart run (its config.json is missing).")
+    manifest = scan_dataset(
+        config["data_dir"],
+        val_fraction=config["val_split"],
+        test_fraction=config.get("test_split", 0.0),
+        seed=config["seed"],
+        on_progress=progress("scan"),
+    )
+    then = {(f["path"], f["label"]) for f in (read_json(run_dir / "split.json", {}) or {}).get("files", [])}
+    if then != {(s.relpath, manifest.class_names[s.label]) for s in manifest.samples}:
+        raise DataError(
+            f"The pictures in '{config['data_dir']}' changed since run '{run_dir.name}' trained on them, so they "
+            "cannot be checked against it. Train a new run on them, then look again."
+        )
+    weights = config["weights"] if config["weights"] != "none" else "auto"
+    img_size = config["input"]["img_size"]
+    backbone = create_backbone(config["backbone"], len(manifest.class_names), weights, config["seed"], img_size)
+    spec = InputSpec.from_data_config(backbone.data_config, img_size)  # the pretrained weights' own normalisation
+    features, _ = pretrained_features(manifest, config["backbone"], backbone, spec, pick_device("auto"), progress)
+    return manifest, features, config
