@@ -30,8 +30,8 @@ def pretrained_features(
     device: torch.device,
     progress: Callable[[str], Progress] = lambda stage: None,
 ) -> tuple[torch.Tensor, bool]:
-    """(N x features in the manifest's order, whether they came from the cache). `progress(stage)` gives the
-    callback for 'decode' and 'features'."""
+    """(features by row of the decoded-image cache, whether they came from the cache): `cache.rows_for` finds a
+    sample's row (or use `by_sample`). `progress(stage)` gives the callback for 'decode' and 'features'."""
     model = backbone.model
     key = cache.feature_key(manifest, backbone_name, backbone.weights_id, spec.img_size)
 
@@ -54,10 +54,15 @@ def pretrained_features(
     return torch.from_numpy(np.asarray(features)), hit
 
 
+def by_sample(manifest: DatasetManifest, features: torch.Tensor) -> torch.Tensor:
+    """Features in the order of `manifest.samples` (the cache keeps one row per distinct picture)."""
+    return features[torch.from_numpy(cache.rows_for(manifest, manifest.samples))]
+
+
 def features_of_run(
     run_dir: str | Path, progress: Callable[[str], Progress] = lambda stage: None
 ) -> tuple[DatasetManifest, torch.Tensor, dict]:
-    """A run's pictures (split as it split them) and their pretrained features, for the analyses that refit a head
+    """A run's pictures (split as it split them) and their pretrained features (in the samples' order), for the analyses that refit a head
     in seconds (mislabelled pictures, accuracy against the share of pictures). A run from random weights is
     analysed on the pretrained ones: random features know nothing of the pictures."""
     from tl_core.backbones import create_backbone
@@ -86,4 +91,4 @@ def features_of_run(
     backbone = create_backbone(config["backbone"], len(manifest.class_names), weights, config["seed"], img_size)
     spec = InputSpec.from_data_config(backbone.data_config, img_size)  # the pretrained weights' own normalisation
     features, _ = pretrained_features(manifest, config["backbone"], backbone, spec, pick_device("auto"), progress)
-    return manifest, features, config
+    return manifest, by_sample(manifest, features), config

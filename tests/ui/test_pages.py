@@ -481,6 +481,29 @@ def test_evaluate_saves_the_line_that_predict_follows(open_page, finished_run, t
     assert not (run / "operating_point.json").exists()
 
 
+def test_evaluate_finds_labels_that_look_wrong_and_measures_what_pretraining_bought(
+    open_page, finished_run, tmp_path, monkeypatch
+):
+    from pages import _common
+
+    run = tmp_path / "runs" / finished_run.name
+    shutil.copytree(finished_run, run)
+    monkeypatch.setenv("HEADSTART_RUNS_DIR", str(tmp_path / "runs"))
+    at = open_page("pages/evaluate.py", state={"hs_run": str(run)})
+    at.button(key="evaluate_find_mislabels").click().run()
+    assert_clean(at)
+    assert "look mislabelled" in texts(at) or "No picture's label looks wrong" in texts(at)
+    at.button(key="evaluate_efficiency").click().run()
+    assert_clean(at)
+    queued = sorted(j.config.train_share for j in _common._MANAGERS[-1].jobs())
+    assert queued == [0.1, 0.25, 0.5, 1.0]  # one from-scratch run per share, each a background job
+    assert all(j.config.weights == "none" and j.config.freeze == "none" for j in _common._MANAGERS[-1].jobs())
+    table = table_with(at, "pretrained")
+    assert list(table["pictures"]) == [20, 40, 80, 160]  # the fixture's 16 training pictures per class, shared out
+    assert set(table["from scratch"]) == {"queued"}
+    assert at.button(key="evaluate_scratch").disabled  # already queued: one click, one job
+
+
 def test_predict_with_a_run(open_page, finished_run, digits_dir):
     picture = sorted((digits_dir / "seven").glob("*.png"))[0]
     at = open_page("pages/predict.py", state={"hs_run": str(finished_run)})
