@@ -105,7 +105,7 @@ def calibration_section(run) -> None:
                 {"confidence": f"{b['low']:.0%}-{b['high']:.0%}", "pictures": b["count"],
                  "right": ui.pct(b["accuracy"]) if b["count"] else "",
                  "sure": ui.pct(b["confidence"]) if b["count"] else ""}
-                for b in calibration.bins_after
+                for b in calibration.bins_after if b["count"]
             ],
             hide_index=True,
             key="evaluate_reliability_table",
@@ -122,7 +122,8 @@ def operating_point_section(run, evaluation: Evaluation) -> None:
         return
     if len(names) == 2:
         if "evaluate_positive" not in st.session_state or st.session_state["evaluate_positive"] not in names:
-            st.session_state["evaluate_positive"] = (saved or {}).get("positive", names[1])
+            by_recall = sorted(evaluation.per_class, key=lambda r: (r["recall"] is None, r["recall"], r["support"]))
+            st.session_state["evaluate_positive"] = (saved or {}).get("positive", by_recall[0]["class"])
         st.session_state.setdefault("evaluate_threshold", float((saved or {}).get("threshold", 0.5)))
         c1, c2 = st.columns([1, 2])
         positive = c1.selectbox(
@@ -169,9 +170,11 @@ def operating_point_section(run, evaluation: Evaluation) -> None:
         confusion_figure(operating_point.confusion_at(probs, evaluation.labels, names, rule), names),
         key="evaluate_threshold_confusion",
     )
-    right.caption("The confusion matrix at this line (for 'not sure', of the pictures it answers).")
+    if len(names) > 2:
+        right.caption("The confusion matrix of the pictures it answers at this line.")
     b1, b2, _ = st.columns([1, 1, 2])
-    if rule != saved and b1.button("Save this line", type="primary", key="evaluate_save_rule"):
+    as_without = saved is None and (rule is None or rule.get("threshold") == 0.5)  # what no line does anyway
+    if rule != saved and not as_without and b1.button("Save this line", type="primary", key="evaluate_save_rule"):
         with ui.user_errors("The line could not be saved"):
             operating_point.save_rule(run.run_dir, rule)
             st.rerun()
@@ -200,7 +203,7 @@ def mistakes_section(run, evaluation: Evaluation) -> None:
         st.success("No mistake on the validation pictures.")
         return
     st.caption(
-        f"{len(mistakes)} mistakes, the most confident first: a wrong answer given with high confidence often means "
+        f"{len(mistakes)} mistake{'s' if len(mistakes) > 1 else ''}, the most confident first: a wrong answer given with high confidence often means "
         "a mislabelled picture. Open one to see it large, with where the model looked."
     )
     pages = (len(mistakes) + PER_PAGE - 1) // PER_PAGE
@@ -253,6 +256,7 @@ def mislabels_section(run) -> None:
     key = f"evaluate_suspects_{run.id}"
     if not st.session_state.get(key) and st.button("Look for mislabelled pictures", key="evaluate_find_mislabels"):
         st.session_state[key] = True
+        st.rerun()  # the button gives way to the list
     if not st.session_state.get(key):
         return
     with st.spinner("Checking every picture against the others..."):

@@ -35,11 +35,23 @@ class Calibration:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     def sentence(self) -> str:
+        if self.num_images < MIN_PICTURES:
+            return "Confidences are the model's own: too few validation pictures to calibrate them."
+        used = [b for b in self.bins_before if b["count"]]
+        sure = sum(b["count"] * b["confidence"] for b in used) / self.num_images
+        right = sum(b["count"] * b["accuracy"] for b in used) / self.num_images
+        how = (
+            f"over-confident (sure {sure:.0%} on average, right {right:.0%})"
+            if sure > right
+            else (f"under-confident (sure {sure:.0%} on average, right {right:.0%})")
+        )
         if self.temperature == 1.0:
-            return "Confidences are the model's own (too few validation pictures to calibrate them)."
-        direction = "over-confident" if self.temperature > 1 else "under-confident"
+            return (
+                f"The model was {how}, its confidences {self.ece_before:.1%} off its accuracy on average; no "
+                "temperature did better on the validation pictures, so they stay as they are."
+            )
         return (
-            f"The model was {direction}: its confidences were {self.ece_before:.1%} off its accuracy on average, "
+            f"The model was {how}: its confidences were {self.ece_before:.1%} off its accuracy on average, "
             f"{self.ece_after:.1%} after calibration (temperature {self.temperature:.2f})."
         )
 

@@ -114,6 +114,14 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+def _shot_section(page, heading: str, name: str) -> None:
+    """Screenshot of the viewport with the section titled `heading` at its top."""
+    page.get_by_role("heading", name=heading, exact=True).first.scroll_into_view_if_needed()
+    page.get_by_role("heading", name=heading, exact=True).first.evaluate("h => h.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(600)
+    _shot(page, name)
+
+
 def _go(page, title: str, ready_text: str) -> None:
     page.get_by_role("link", name=title).first.click()
     page.get_by_text(ready_text).first.wait_for(timeout=60_000)
@@ -214,11 +222,31 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     assert "%" in final
     _shot(page, "3-train-finished")
 
-    # 4. Evaluate: the accuracy of that run.
+    # 4. Evaluate: the verdict, then every section, each screenshotted where it is on the page.
     _go(page, "4. Evaluate", "Macro F1")
-    assert "Validation accuracy" in page.inner_text("body")
+    body = page.inner_text("body")
+    assert "Validation accuracy" in body and "validation pictures right" in body
     _no_exception(page)
     _shot(page, "4-evaluate")
+    for heading, name in (
+        ("How sure it is", "4a-evaluate-calibration"),
+        ("Where to draw the line", "4b-evaluate-line"),
+        ("Mistakes", "4c-evaluate-mistakes"),
+    ):
+        _shot_section(page, heading, name)
+    if page.locator(".st-key-evaluate_open_0 button").count():
+        page.locator(".st-key-evaluate_open_0 button").click()
+        page.get_by_text("where the evidence for its answer was").wait_for(timeout=60_000)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(SHOTS / "4d-evaluate-mistake-opened.png"))
+        page.keyboard.press("Escape")
+        page.get_by_text("where the evidence for its answer was").wait_for(state="hidden", timeout=20_000)
+    page.get_by_role("button", name="Look for mislabelled pictures").click()
+    page.get_by_text("look mislabelled").or_(page.get_by_text("No picture's label looks wrong")).first.wait_for(
+        timeout=120_000
+    )
+    _no_exception(page)
+    _shot_section(page, "Labels that look wrong", "4e-evaluate-mislabels")
 
     # 5. Predict one new picture.
     _go(page, "5. Predict", "Classes it knows")
@@ -240,3 +268,13 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     assert {"model.safetensors", "labels.json", "preprocessing.json", "predict.py"} <= names
     _no_exception(page)
     _shot(page, "6-export")
+
+    # Last, as it queues from-scratch runs: what pretraining bought, on these pictures.
+    _go(page, "4. Evaluate", "Macro F1")
+    page.get_by_role("button", name="Measure accuracy against the share of pictures").click()
+    page.get_by_text("Accuracy against the pictures used").or_(
+        page.get_by_text("from-scratch run(s) queued")
+    ).first.wait_for(timeout=120_000)
+    page.get_by_role("heading", name="What pretraining bought", exact=True).wait_for()
+    _no_exception(page)
+    _shot_section(page, "What pretraining bought", "4f-evaluate-transfer")
