@@ -272,9 +272,11 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     # Last, as it queues from-scratch runs: what pretraining bought, on these pictures.
     _go(page, "4. Evaluate", "Macro F1")
     page.get_by_role("button", name="Measure accuracy against the share of pictures").click()
-    page.get_by_text("Accuracy against the pictures used").or_(
-        page.get_by_text("from-scratch run(s) queued")
-    ).first.wait_for(timeout=120_000)
+    page.wait_for_function(  # the pretrained points, fitted on the cached features while the scratch runs queue
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+          .some(g => g.layout && g.layout.title && String(g.layout.title.text).includes('against the pictures'))""",
+        timeout=180_000,
+    )
     page.get_by_role("heading", name="What pretraining bought", exact=True).wait_for()
     _no_exception(page)
     _shot_section(page, "What pretraining bought", "4f-evaluate-transfer")
