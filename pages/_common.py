@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from tl_core import formatting as fmt
 from tl_core import settings
 from tl_core.errors import user_message
 
@@ -231,28 +232,9 @@ def next_step(text: str, page: str, label: str) -> None:
     st.page_link(PAGES[page].path, label=label, icon=":material/arrow_forward:")
 
 
-# ---------------------------------------------------------------- formatting
+# ---------------------------------------------------------------- formatting: one rule, tl_core.formatting
 
-
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def millions(n: int | None) -> str:
-    if n is None:
-        return "n/a"
-    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n:,}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+pct, duration, size, count, millions, speed = fmt.pct, fmt.duration, fmt.size, fmt.count, fmt.millions, fmt.speed
 
 
 def run_label(run) -> str:

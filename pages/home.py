@@ -62,18 +62,18 @@ with ui.user_errors("The list of runs could not be read"):
     if not runs:
         st.write("No run yet. A run is one training: its settings, curves and model are kept in its own folder.")
     else:
-        from tl_core.backbones import label_for
-
         st.dataframe(
             [
                 {
-                    "run": r.id,
-                    "backbone": label_for(r.summary.get("backbone") or r.config.get("backbone", "?")),
+                    "run": r.title,
                     "status": r.status,
-                    "validation accuracy": r.summary.get("best_val_accuracy"),
+                    "validation accuracy": None
+                    if r.summary.get("best_val_accuracy") is None
+                    else 100 * r.summary["best_val_accuracy"],
                     "epochs": r.summary.get("epochs_run"),
                     "classes": len(r.class_names),
-                    "seconds": r.summary.get("train_seconds"),
+                    "training time": ui.duration(r.summary.get("train_seconds")),
+                    "folder": r.id,
                 }
                 for r in runs[:10]
             ],
@@ -82,9 +82,9 @@ with ui.user_errors("The list of runs could not be read"):
                 "validation accuracy": st.column_config.ProgressColumn(
                     "validation accuracy",
                     help="Best share of held-out pictures labelled right",
-                    format="percent",
+                    format="%.1f%%",  # as every other page writes a share (tl_core.formatting)
                     min_value=0.0,
-                    max_value=1.0,
+                    max_value=100.0,
                 ),
             },
             key="home_runs",

@@ -546,9 +546,9 @@ def show_other_jobs(job_id: str) -> None:
                     "state": o.state,
                     "backbone": label_for(o.config["backbone"]),
                     "queue position": o.queue_position if o.state == "queued" else None,
-                    "best validation accuracy": max((h["val_accuracy"] for h in o.history), default=None)
+                    "best validation accuracy": ui.pct(max((h["val_accuracy"] for h in o.history), default=None))
                     if o.config["runs_dir"] == here
-                    else None,
+                    else "",
                 }
                 for o in others
             ],

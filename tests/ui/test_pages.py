@@ -9,6 +9,7 @@ import base64
 import csv
 import io
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.ui.conftest import assert_clean, metric, table_with, texts, wait_for_job
+from tl_core import formatting as fmt
 from tl_core.metrics import evaluate_run
 from tl_core.predict import Predictor
 
@@ -50,11 +52,13 @@ def test_home_without_runs(open_page, empty_runs):
 def test_home_with_finished_run(open_page, finished_run):
     at = open_page()
     table = at.dataframe[0].value
-    row = table[table["run"] == finished_run.name].iloc[0]
-    assert row["backbone"] == "EfficientNet-Lite0"
+    row = table[table["folder"] == finished_run.name].iloc[0]
+    assert row["run"].startswith("Feature extraction · EfficientNet-Lite0 · sample-digits-20 · ")  # what it was
     assert row["status"] == "finished"
     assert row["classes"] == 10
-    assert 0.0 <= row["validation accuracy"] <= 1.0
+    summary = run_summary(finished_run)
+    assert row["validation accuracy"] == pytest.approx(100 * summary["best_val_accuracy"])
+    assert row["training time"] == fmt.duration(summary["train_seconds"])
 
 
 def test_home_resumes_a_run_that_was_cut_off(open_page, empty_runs, tmp_path):
@@ -502,6 +506,18 @@ def test_evaluate_finds_labels_that_look_wrong_and_measures_what_pretraining_bou
     assert list(table["pictures"]) == [20, 40, 80, 160]  # the fixture's 16 training pictures per class, shared out
     assert set(table["from scratch"]) == {"queued"}
     assert at.button(key="evaluate_scratch").disabled  # already queued: one click, one job
+
+
+RAW_NUMBER = re.compile(r"\b0\.\d{4,}\b|\b\d+\.\d{2,} s\b|\b0 KB\b")  # what tl_core.formatting prevents
+
+
+@pytest.mark.parametrize("page", [None, "pages/train.py", "pages/evaluate.py", "pages/export.py"])
+def test_numbers_read_the_same_everywhere(open_page, finished_run, page):
+    at = open_page(page, state={"hs_run": str(finished_run)})
+    words = texts(at) + " ".join(str(m.value) for m in at.metric)
+    for frame in at.dataframe:
+        words += " " + " ".join(str(v) for v in frame.value.select_dtypes("object").to_numpy().ravel())
+    assert not RAW_NUMBER.findall(words)
 
 
 def test_predict_with_a_run(open_page, finished_run, digits_dir):
