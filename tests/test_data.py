@@ -100,10 +100,31 @@ def test_clear_errors_when_nothing_can_be_trained(tmp_path):
     with pytest.raises(DataError, match="no folder or zip"):
         scan_dataset(tmp_path / "missing")
     _make_classes(tmp_path / "one", {"only": 5})
-    with pytest.raises(DataError, match="at least two sub-folders") as error:
+    with pytest.raises(DataError, match="Only one class was found, 'only'") as error:
         scan_dataset(tmp_path / "one")
-    assert str(tmp_path) not in str(error.value)  # the folder's name, never a server path
-    assert "found 1 ('only'): pick the folder that holds it and the other classes" in str(error.value)
+    assert "one" not in str(error.value).replace("Only one", "")  # neither the folder's server name nor its path
+    assert "Pick the folder that holds 'only/' and the folders of the other classes" in str(error.value)
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(DataError, match="The folder 'flat' has no sub-folders"):
+        scan_dataset(tmp_path / "flat")
+
+
+def test_an_empty_file_is_called_empty(tmp_path):
+    from tl_core.images import UnusableImage, open_rgb
+
+    (tmp_path / "cat.jpg").write_bytes(b"")
+    with pytest.raises(UnusableImage, match=r"the file is empty \(0 bytes\)"):
+        open_rgb(tmp_path / "cat.jpg")
+    (tmp_path / "dog.jpg").write_bytes(b"not a picture")
+    with pytest.raises(UnusableImage, match="not an image file"):
+        open_rgb(tmp_path / "dog.jpg")
+
+
+def test_a_class_folder_picked_by_itself_is_named_by_its_name():
+    from tl_core.uploads import folder_name
+
+    assert folder_name([f"cats/{i}.jpg" for i in range(20)]) == "cats"  # was '20 files'
+    assert folder_name(["animals/cats/1.jpg", "animals/dogs/2.jpg"]) == "animals"
 
 
 def test_zip_with_wrapper_folder_and_escaping_paths(tmp_path):

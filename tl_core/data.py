@@ -112,11 +112,16 @@ def scan_dataset(
     class_dirs_by_split = _class_dirs_by_split(root)
     user_split = len(class_dirs_by_split) > 1  # train/ with val/ and/or test/
     class_names = sorted({d.name for dirs in class_dirs_by_split.values() for d in dirs})
-    if len(class_names) < 2:
+    if len(class_names) == 1:  # often the folder of one class picked itself: its name, never where it is kept
         raise DataError(
-            f"The folder '{root.name}' needs at least two sub-folders, one per class (for example 'cats/' and "
-            f"'dogs/'); found {len(class_names)}"
-            + (f" ('{class_names[0]}'): pick the folder that holds it and the other classes." if class_names else ".")
+            f"Only one class was found, '{class_names[0]}': a model needs at least two classes to tell apart. Pick "
+            f"the folder that holds '{class_names[0]}/' and the folders of the other classes (for example 'cats/' "
+            "and 'dogs/')."
+        )
+    if not class_names:
+        raise DataError(
+            f"The folder '{root.name}' has no sub-folders: it needs one per class (for example 'cats/' and 'dogs/'), "
+            "each holding that class's pictures."
         )
 
     candidates = _candidates(class_dirs_by_split, class_names)

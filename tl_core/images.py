@@ -6,6 +6,7 @@ the model sees the same pixels in training and in use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,12 +34,24 @@ class UnusableImage(HeadstartError):
     """A file that cannot be used as a training image; the message is the reason shown to the user."""
 
 
+def _is_empty(source) -> bool:
+    """A file (or an upload's bytes) of 0 bytes: said as such, not as 'not an image'."""
+    if hasattr(source, "getbuffer"):
+        return source.getbuffer().nbytes == 0
+    if isinstance(source, str | os.PathLike):
+        with contextlib.suppress(OSError):  # a missing file is said where it is opened
+            return Path(source).stat().st_size == 0
+    return False
+
+
 def open_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     """Decode `path` to an RGB image, upright per its EXIF orientation.
 
     `draft_size` lets JPEG decode at a reduced scale that is still at least that many pixels on each side.
     Raises UnusableImage with a sentence for the user when the file is not usable.
     """
+    if _is_empty(path):
+        raise UnusableImage("the file is empty (0 bytes): it was not copied or saved completely; copy it again")
     try:
         img = Image.open(path)
     except FileNotFoundError:

@@ -37,7 +37,7 @@ def safe_relative(name: str) -> Path | None:
 def folder_name(names: Iterable[str]) -> str:
     """The name of the folder the person picked (the first part of most paths), or 'N files'."""
     names = list(names)
-    tops = Counter(rel.parts[0] for n in names if (rel := safe_relative(n)) is not None and len(rel.parts) > 2)
+    tops = Counter(rel.parts[0] for n in names if (rel := safe_relative(n)) is not None and len(rel.parts) >= 2)
     return tops.most_common(1)[0][0] if tops else f"{len(names)} files"
 
 
