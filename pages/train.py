@@ -8,7 +8,7 @@ from tl_core.backbones import CATALOGUE, label_for, offline_weights_file
 from tl_core.config import TrainConfig
 from tl_core.events import STAGE_LABELS
 from tl_core.freezing import top_third_frozen
-from tl_core.plots import accuracy_figure, freeze_strip, loss_figure, lr_figure
+from tl_core.plots import accuracy_figure, freeze_strip, loss_figure, lr_figure, probe_figure
 
 ui.header(
     "3. Train",
@@ -465,21 +465,31 @@ def show_curves(snap) -> None:
         f"{history[-1]['val_loss']:.3f}" if history else "n/a",
         help="How wrong it is on held-out pictures; should go down.",
     )
-    m3.metric("Epochs done", f"{len(history)} of {snap.epochs}")
+    fitted_in_one_go = bool(history) and not snap.lr_schedule
+    if fitted_in_one_go:
+        m3.metric("Training", "head fitted in one go", help="L-BFGS to the optimum on the cached features: no epochs.")
+    else:
+        m3.metric("Epochs done", f"{len(history)} of {snap.epochs}")
     # A fitted head takes no steps: its speed is the training pictures over the seconds the fit took (its epoch's).
     speed = snap.images_per_second or (history[-1]["images_per_second"] if history else 0.0)
-    m4.metric(
-        "Speed (images/s)", f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}", help="Training pictures per second."
-    )
+    m4.metric("Speed", ui.speed(speed), help="Training pictures per second.")
 
+    if fitted_in_one_go:  # no steps, no epochs to draw: what the fit weighed instead, and the words why
+        probe = (snap.summary or {}).get("probe") or {}
+        k1, k2 = st.columns([2, 1])
+        if probe.get("tried"):
+            k1.plotly_chart(probe_figure(probe["tried"], probe["penalty"]), key="train_probe_chart")
+        k2.caption(
+            "No loss or learning-rate curves: the head was fitted in one go (L-BFGS, to its optimum on the "
+            "pretrained features), without training steps. The chart shows each regularisation strength tried by "
+            "cross-validation and the one chosen; the table below has the numbers."
+        )
+        return
     spe = snap.total_steps / snap.epochs if snap.total_steps and snap.epochs else 1.0
     k1, k2, k3 = st.columns(3)
     k1.plotly_chart(loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
     k2.plotly_chart(accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
-    if snap.lr_schedule or not history:
-        k3.plotly_chart(lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
-    else:
-        k3.caption("No learning rate to show: the head was fitted in one go (L-BFGS), without steps.")
+    k3.plotly_chart(lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
     if snap.active:
         st.caption(
             f"Curves as of step {snap.step:,} of {snap.total_steps or 0:,}. They redraw every {ui.CURVES_REFRESH_S:g} s "

@@ -21,7 +21,21 @@ MAX_POINTS = 300
 _LAYOUT = {
     "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
     "legend": {"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0},
+    "modebar": {"orientation": "v"},  # down the right edge: across the top it covered the titles
 }
+MIN_LOSS_SPAN = 0.2  # early in a run the loss moves in the fourth decimal; a span this wide shows that as flat
+
+
+def loss_axis(values: Sequence[float]) -> dict:
+    """The loss axis from zero (or the lowest loss) to a little above the highest, at least MIN_LOSS_SPAN wide."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return {"title": "loss"}
+    low, high = max(0.0, min(finite) - 0.05 * (max(finite) - min(finite))), max(finite)
+    if high - low < MIN_LOSS_SPAN:
+        middle = (high + low) / 2
+        low, high = max(0.0, middle - MIN_LOSS_SPAN / 2), max(0.0, middle - MIN_LOSS_SPAN / 2) + MIN_LOSS_SPAN
+    return {"title": "loss", "range": [low, high + 0.05 * (high - low)]}
 
 
 def downsample(points: Sequence[tuple[float, float]], max_points: int = MAX_POINTS) -> tuple[list, list]:
@@ -122,7 +136,10 @@ def loss_figure(
             name="validation loss",
             line={"color": VAL_COLOUR},
         )
-    fig.update_layout(title="Loss (lower is better)", xaxis=_step_axis(total_steps), height=340, **_LAYOUT)
+    shown = list(ys) + [h["train_loss"] for h in history] + [h["val_loss"] for h in history]
+    fig.update_layout(
+        title="Loss (lower is better)", xaxis=_step_axis(total_steps), yaxis=loss_axis(shown), height=340, **_LAYOUT
+    )
     return fig
 
 
@@ -342,6 +359,37 @@ def compare_curves_figure(curves: dict[str, Sequence[dict]]) -> go.Figure:
         xaxis={"title": "epoch", "dtick": 1},
         yaxis={"tickformat": ".0%", "range": [0, 1.02]},
         height=360,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def probe_figure(tried: Sequence[dict], chosen: float) -> go.Figure:
+    """The fitted head's cross-validation: held-out accuracy for each regularisation strength tried, the chosen one
+    marked (a head fitted in one go has no steps to draw; this is what its fitting weighed)."""
+    ordered = sorted(tried, key=lambda t: t["penalty"])
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[t["penalty"] for t in ordered],
+        y=[100 * t["cv_accuracy"] for t in ordered],
+        mode="lines+markers",
+        name="held-out accuracy",
+        line={"color": VAL_COLOUR},
+    )
+    pick = next((t for t in ordered if t["penalty"] == chosen), None)
+    if pick:
+        fig.add_scatter(
+            x=[chosen],
+            y=[100 * pick["cv_accuracy"]],
+            mode="markers",
+            name="chosen",
+            marker={"color": TRAINED, "size": 14, "symbol": "star"},
+        )
+    fig.update_layout(
+        title="Fitting the head: strengths tried",
+        xaxis={"title": "regularisation strength (stronger to the right)", "type": "log"},
+        yaxis={"title": "% right on held-out training pictures", "range": [0, 101]},
+        height=340,
         **_LAYOUT,
     )
     return fig
