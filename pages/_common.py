@@ -455,6 +455,12 @@ def weights_here(name: str) -> str:
     return weights_phrase(weight_sources(name))
 
 
+def usable_here(name: str) -> str:
+    """'yes: offline package' / 'no: its weights need the internet (model hub)': can it be used on this computer."""
+    found = weights_here(name)
+    return f"yes: {found}" if has_pretrained(name) else "no: its weights need the internet (model hub)"
+
+
 def has_pretrained(name: str) -> bool:
     return any(weight_sources(name).values())
 

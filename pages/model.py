@@ -12,53 +12,66 @@ ui.header(
     "Pick the pretrained network (the 'backbone') that already knows how to see; Headstart teaches it your classes.",
 )
 
+recommended, why = ui.recommend_backbone()
+st.success(f"**Recommended here: {label_for(recommended)}**: {why}", icon=":material/thumb_up:")
+
 on_gpu = ui.device_type() == "cuda"
 measured = remembered_speeds()
+
+
+def time_for_1000(images_per_second: float | None) -> str:
+    return ui.duration(1000 / images_per_second) if images_per_second else "not measured yet"
+
+
 rows = []
 for spec in CATALOGUE.values():
     speed = measured.get(spec.name, {})
     rows.append(
         {
-            "model": spec.label,
-            "timm name": spec.name,
-            "family": spec.family,
-            "parameters (M)": spec.params_m,
-            "input (px)": spec.input_size,
-            "ImageNet top-1 (%)": spec.imagenet_top1,
-            "speed here": "fast (GPU)" if on_gpu else ("fine on CPU" if spec.cpu_friendly else "slow on CPU"),
-            "training img/s here": speed.get("training_images_per_second"),
-            "predicting img/s here": speed.get("inference_images_per_second"),
-            "weights here": ui.weights_here(spec.name),
+            "model": spec.label + (" (recommended)" if spec.name == recommended else ""),
+            "usable here": ui.usable_here(spec.name),
             "about": spec.description,
+            "suits": "this GPU" if on_gpu else ("this CPU" if spec.cpu_friendly else "a GPU (slow on this CPU)"),
+            "Quick model, 1,000 pictures": time_for_1000(speed.get("inference_images_per_second")),
+            "fine-tune all, 1,000 pictures per epoch": time_for_1000(speed.get("training_images_per_second")),
+            "how well it sees (%)": spec.imagenet_top1,
+            "size (M parameters)": spec.params_m,
+            "input (px)": spec.input_size,
+            "timm name": spec.name,
         }
     )
+rows.sort(key=lambda r: (r["timm name"] != recommended, not r["usable here"].startswith("yes")))
 st.dataframe(
     rows,
     hide_index=True,
     height=35 * (len(rows) + 1) + 3,  # every backbone visible without scrolling
     key="model_catalogue",
     column_config={
-        "parameters (M)": st.column_config.NumberColumn(
+        "usable here": st.column_config.TextColumn(
+            help="Whether its pretrained weights can be had on this computer, and from where: a package installed "
+            "with Headstart (works offline), the local download cache, or the model hub (needs the internet)."
+        ),
+        "Quick model, 1,000 pictures": st.column_config.TextColumn(
+            help="Measured on this computer: how long the pretrained network takes to look at 1,000 pictures once, "
+            "which is nearly all a Quick model (feature extraction) costs."
+        ),
+        "fine-tune all, 1,000 pictures per epoch": st.column_config.TextColumn(
+            help="Measured on this computer: one pass of training with every layer learning, per 1,000 pictures."
+        ),
+        "how well it sees (%)": st.column_config.NumberColumn(
+            help="ImageNet top-1: how often it named the right one of 1,000 everyday classes. A rough guide to how "
+            "well its features transfer to your pictures."
+        ),
+        "size (M parameters)": st.column_config.NumberColumn(
             help="Millions of numbers the network learned; bigger is slower."
         ),
-        "ImageNet top-1 (%)": st.column_config.NumberColumn(
-            help="How often it named the right one of 1000 everyday classes: a rough guide to how well it sees."
-        ),
-        "training img/s here": st.column_config.NumberColumn(
-            help="Measured on this machine: pictures per second when every layer trains (forward, backward, update) "
-            "at the backbone's input size. Empty until measured (button below)."
-        ),
-        "predicting img/s here": st.column_config.NumberColumn(
-            help="Measured on this machine: pictures per second when only predicting. Feature extraction runs at "
-            "about this speed, once per data set."
-        ),
-        "weights here": st.column_config.TextColumn(
-            help="Where the pretrained weights would come from: a package installed with Headstart (works offline), "
-            "the local download cache, or the model hub (needs the internet)."
-        ),
+        "timm name": st.column_config.TextColumn(help="Its name in timm, the library the networks come from."),
     },
 )
-st.caption("Click a column name to sort. Device: " + ui.device_description() + ".")
+st.caption(
+    "Click a column name to sort. Times are measured on this computer (" + ui.device_description() + ") when you "
+    "press the button below: a second or two per network."
+)
 if st.button(
     "Measure speed on this machine",
     key="model_measure",
@@ -72,16 +85,13 @@ if st.button(
             remember_speed(measure_speed(name))
     st.rerun()
 
-recommended, why = ui.recommend_backbone()
-st.success(f"**Recommended here: {label_for(recommended)}**: {why}", icon=":material/thumb_up:")
-
 names = list(CATALOGUE)
 current = ui.chosen_backbone()
 choice = st.selectbox(
     "Backbone to train",
     names,
     index=names.index(current) if current in names else 0,
-    format_func=lambda n: f"{label_for(n)} ({ui.weights_here(n)})",
+    format_func=lambda n: f"{label_for(n)} ({ui.usable_here(n)})",
     key="model_backbone",
 )
 st.session_state[ui.BACKBONE] = choice
@@ -111,7 +121,7 @@ if weights_key == "hub" and not (sources["hub"] or sources["hub_cache"]):
 if weights_key == "auto" and not ui.has_pretrained(choice):
     st.warning(
         f"No pretrained weights for {label_for(choice)} can be had on this machine: training would fail. "
-        "Pick a backbone whose 'weights here' is not 'none here'."
+        "Pick a backbone that is 'usable here' in the table above."
     )
 if weights_key == "none":
     st.info(

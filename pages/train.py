@@ -25,11 +25,25 @@ STRATEGIES = {
     "all": "Fine-tune all",
 }
 MODES = {"auto": "Auto: the best model within a time budget", "manual": "Manual: choose how much to retrain"}
-STRATEGY_HELP = (
-    "Feature extraction: the pretrained network stays as it is and only a new final layer (the 'head') learns "
-    "your classes; fastest, good with few pictures. Fine-tune the top: the last third of the network adapts too. "
-    "Fine-tune all: every layer adapts; best with many pictures and a GPU."
-)
+
+
+def strategy_help(structure) -> str:
+    """What each strategy retrains on this backbone, with its own numbers (the last third of the blocks can hold
+    most of the parameters: EfficientNet's last blocks are its widest)."""
+    total = structure.total_blocks
+
+    def share(depth: int) -> str:
+        plan = structure.at_depth(depth)
+        return f"{ui.millions(plan.trainable_params)} of its {ui.millions(plan.total_params)} parameters"
+
+    top = top_third_frozen(total)
+    return (
+        f"Feature extraction: the pretrained network stays as it is and only a new final layer (the 'head') learns "
+        f"your classes ({share(total)}); fastest, good with few pictures. Fine-tune the top: the last {total - top} "
+        f"of its {total} blocks learn too ({share(top)}: the blocks near the output are the widest). Fine-tune "
+        f"all: every block learns ({share(0)}); best with many pictures and a GPU."
+    )
+
 
 dataset = ui.current_dataset()
 backbone = ui.chosen_backbone()
@@ -154,7 +168,7 @@ with setup:
             default=strategy_for(st.session_state[DEPTH], total),
             key=strategy_key,
             on_change=on_strategy,
-            help=STRATEGY_HELP,
+            help=strategy_help(structure),
         )
         depth = st.slider(
             f"Frozen blocks (of {total}, counted from the input)",

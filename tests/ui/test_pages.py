@@ -264,9 +264,13 @@ def test_model_catalogue_and_recommendation(open_page):
     at = open_page("pages/model.py")
     table = table_with(at, "timm name")
     assert len(table) == 12
-    lite0 = table[table["timm name"] == "tf_efficientnet_lite0"].iloc[0]
-    assert "offline package" in lite0["weights here"]
-    assert lite0["ImageNet top-1 (%)"] == pytest.approx(74.8)
+    lite0 = table.iloc[0]  # the recommendation first, in the words of the table
+    assert lite0["timm name"] == "tf_efficientnet_lite0" and lite0["model"] == "EfficientNet-Lite0 (recommended)"
+    assert lite0["usable here"] == "yes: offline package"
+    assert lite0["how well it sees (%)"] == pytest.approx(74.8)
+    resnet = table[table["timm name"] == "resnet18"].iloc[0]
+    assert resnet["usable here"] == "no: its weights need the internet (model hub)"  # says what 'none here' meant
+    assert lite0["Quick model, 1,000 pictures"] == "not measured yet"
     assert "Recommended here: EfficientNet-Lite0" in at.success[0].value  # offline, no GPU: the offline backbone
     at.selectbox(key="model_backbone").set_value("resnet18").run()
     assert at.session_state["hs_backbone"] == "resnet18"
@@ -282,8 +286,10 @@ def test_model_page_shows_speeds_measured_here(open_page):
     remember_speed(measured)
     table = table_with(open_page("pages/model.py"), "timm name")
     lite0 = table[table["timm name"] == "tf_efficientnet_lite0"].iloc[0]
-    assert lite0["training img/s here"] == pytest.approx(measured["training_images_per_second"])
-    assert lite0["predicting img/s here"] == pytest.approx(measured["inference_images_per_second"])
+    assert lite0["fine-tune all, 1,000 pictures per epoch"] == fmt.duration(
+        1000 / measured["training_images_per_second"]
+    )
+    assert lite0["Quick model, 1,000 pictures"] == fmt.duration(1000 / measured["inference_images_per_second"])
 
 
 # ---------------------------------------------------------------- Train
