@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_image
 from tl_core.predict import Predictor
 from tl_core.runs import list_runs, load_run, read_metrics
@@ -71,3 +73,23 @@ def test_run_folder_survives_a_killed_process(tmp_path):
     assert summary["best_val_accuracy"] is not None
     predictor = Predictor.from_run(run_dir)  # the best weights up to the kill are usable
     assert predictor.class_names == ["a", "b"]
+
+
+def test_a_runs_curves_open_in_tensorboard(finished_run, tmp_path):
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tl_core.runs import read_metrics
+    from tl_core.tensorboard import write_events
+
+    run = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run)
+    events = EventAccumulator(str(run / "tensorboard")).Reload()  # written when the run ended
+    epochs = [e for e in read_metrics(run) if e.get("event") == "epoch"]
+    assert [s.value for s in events.Scalars("accuracy/val")] == pytest.approx([e["val_accuracy"] for e in epochs])
+    assert [s.step for s in events.Scalars("loss/train")] == [e["epoch"] for e in epochs]
+    shutil.rmtree(run / "tensorboard")
+    write_events(run)  # and for a run from before, on demand
+    again = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [s.value for s in again.Scalars("loss/val")] == pytest.approx([e["val_loss"] for e in epochs])

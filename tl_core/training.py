@@ -149,10 +149,21 @@ def _finish(run: _Run, config: TrainConfig, summary: dict, started: float) -> di
         run.writer.write_json("summary.json", summary)
         if summary["status"] in ("finished", "stopped"):  # ended normally, and said so: nothing left to resume
             (run.writer.run_dir / CHECKPOINT).unlink(missing_ok=True)
+        _write_tensorboard(run)
         run.emit(Ended(summary))
     finally:
         run.writer.close()
     return summary
+
+
+def _write_tensorboard(run: _Run) -> None:
+    """The curves as TensorBoard event files beside metrics.jsonl; a run never fails for want of them."""
+    from tl_core.tensorboard import write_events
+
+    try:
+        write_events(run.writer.run_dir)
+    except Exception as exc:  # noqa: BLE001 - an extra copy of the curves: say so, keep the run
+        run.emit(Message(f"The TensorBoard copy of the curves could not be written ({user_message(exc)})."))
 
 
 # ---------------------------------------------------------------- preparation
