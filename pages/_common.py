@@ -366,12 +366,16 @@ def load_predictor(run_dir: Path):
     return predictor(str(run_dir), mtime(Path(run_dir) / "model.safetensors"), mtime(Path(run_dir) / FILE))
 
 
-def prepare_training(dataset: str, backbone: str, settings: dict, depth: int | None = None) -> None:
+def prepare_training(
+    dataset: str, backbone: str, settings: dict, depth: int | None = None, weights: str | None = None
+) -> None:
     """Set the Train page up for a next run (the data set, the backbone, some settings, the freeze depth) and go
     there; the person reads it and presses Start. Settings become the widgets' starting values: a value written
     into a persisted widget's key is not reliably taken (see `restore_choices`)."""
     set_dataset(Path(dataset), Path(dataset).name)
     st.session_state[BACKBONE] = backbone
+    if weights is not None:
+        st.session_state[WEIGHTS] = weights
     starting = st.session_state.setdefault(RESTORED_WIDGETS, {})
     for name, value in settings.items():
         starting[f"train_{name}"] = value

@@ -54,6 +54,17 @@ st.caption(
     + ui.plain(summary.get("message", ""))
 )
 
+if st.button(
+    "Continue training from this model",
+    key="evaluate_continue",
+    icon=":material/replay:",
+    help="A new run that starts from this run's weights instead of the original pretrained ones: on the current "
+    "data set (add pictures on the Data page first) or this run's, with more epochs or more blocks trained. This "
+    "run stays as it is.",
+):
+    dataset = (ui.current_dataset() or {}).get("path") or run.config["data_dir"]
+    ui.prepare_training(dataset, run.config["backbone"], {}, weights=str(run.run_dir / "model.safetensors"))
+
 left, right = st.columns([3, 2])
 with left:
     st.plotly_chart(confusion_figure(evaluation.confusion, evaluation.class_names), key="evaluate_confusion")

@@ -255,3 +255,13 @@ def test_fine_tuning_starts_from_the_probe(colours, tmp_path):
     assert resolved["probe"] and resolved["lr"] == 1e-12  # asked for; without it, LP-FT's own default:
     auto_lr = train(_config(colours, tmp_path, freeze="1", epochs=1, weights=str(weights), lr=None))
     assert json.loads((Path(auto_lr["run_dir"]) / "config.json").read_text())["lr"] == 3e-5
+
+
+def test_a_new_run_continues_from_a_finished_runs_weights(colours, tmp_path):
+    first = train(_config(colours, tmp_path, epochs=4))
+    weights = str(Path(first["run_dir"]) / "model.safetensors")
+    second = train(_config(colours, tmp_path, epochs=1, weights=weights, probe=False))
+    assert second["status"] == "finished" and second["weights"] == weights
+    fresh = train(_config(colours, tmp_path, epochs=1, probe=False))
+    # the body it starts from has learnt the colours: its first epoch beats a fresh network's first epoch
+    assert second["val_loss"] < fresh["val_loss"]

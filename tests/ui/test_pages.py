@@ -474,6 +474,15 @@ def test_evaluate_with_a_run(open_page, finished_run, tmp_path, monkeypatch):
     assert len(at.image) == min(12, len(expected.mistakes)) + 2
 
 
+def test_evaluate_continues_training_from_a_run(open_page, finished_run, digits_dir):
+    at = open_page("pages/evaluate.py", state={"hs_run": str(finished_run)})
+    at.button(key="evaluate_continue").click().run()
+    assert_clean(at)
+    assert at.session_state["hs_weights"] == str(finished_run / "model.safetensors")
+    assert at.session_state["hs_dataset"]["path"] == str(digits_dir)
+    assert "3. Train" in texts(at)  # Train, set up: its next run starts from the finished run's weights
+
+
 def test_evaluate_saves_the_line_that_predict_follows(open_page, finished_run, tmp_path, monkeypatch):
     run = tmp_path / "runs" / finished_run.name
     shutil.copytree(finished_run, run)
