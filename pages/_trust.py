@@ -109,7 +109,6 @@ def calibration_section(run) -> None:
             ],
             hide_index=True,
             key="evaluate_reliability_table",
-            height=230,
         )  # fmt: skip
 
 
