@@ -57,15 +57,26 @@ class Predictor:
             model, class_names, spec, config["backbone"], torch.device(device), mirror, temperature, read_rule(run_dir)
         )
 
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str = "cpu") -> Predictor:
+        """The model of an exported bundle (its zip or unpacked folder): answers as `from_run` of its run does."""
+        from tl_core.bundle import load_bundle
+
+        return load_bundle(path, device)
+
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """RGB images -> the normalised batch the model expects (the evaluation crop of training)."""
         squares = np.stack([square_crop(img, self.spec.cache_size) for img in images])
         return to_model_input(torch.from_numpy(squares).permute(0, 3, 1, 2).to(self.device), self.spec)
 
-    @torch.no_grad()
     def probabilities(self, images: list[Image.Image]) -> np.ndarray:
         """N x classes calibrated probabilities, as the run was validated (mirror images averaged in if chosen)."""
-        x = self.preprocess(images)
+        return self.input_probabilities(self.preprocess(images))
+
+    @torch.no_grad()
+    def input_probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """The same for a batch already preprocessed (N x 3 x img x img): what the export checks ONNX against."""
+        x = x.to(self.device)
         log_probs = self.model(x).float().log_softmax(1)
         if self.mirror:
             mirrored = self.model(x.flip(-1)).float().log_softmax(1)
