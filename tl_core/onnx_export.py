@@ -32,6 +32,9 @@ from tl_core.runs import read_json
 
 OPSET = 20  # LayerNormalization (ViT, ConvNeXt) since 17, Gelu since 20; onnxruntime 1.2x runs it
 TOLERANCE = 1e-4  # largest difference allowed between ONNX's and PyTorch's probability of any class
+# ... and between their log-probabilities before calibration: a sharpening temperature saturates probabilities at 0
+# and 1, where a wrong graph would hide; float32 rounding stays near 1e-5 here
+LOG_TOLERANCE = 1e-3
 CHECK_IMAGES = 64  # validation pictures the export checks on: enough to catch a wrong graph, a few seconds on a CPU
 CALIBRATION_IMAGES = 32  # training pictures that set int8's activation ranges
 BATCH = 16
@@ -52,6 +55,7 @@ class CheckPictures:
 
 @dataclass
 class Answers:
+    log_probs: np.ndarray  # N x C log-probabilities before calibration
     probs: np.ndarray  # N x C calibrated probabilities
     labels: list[str]  # the answer under the run's rule
 
@@ -137,8 +141,8 @@ def session(path: Path):
 
 def torch_answers(predictor: Predictor, pictures: CheckPictures) -> Answers:
     x = torch.from_numpy(pictures.x)
-    probs = np.concatenate([predictor.input_probabilities(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
-    return Answers(probs, [a["label"] for a in decide(probs, predictor.class_names, predictor.rule)])
+    log_probs = np.concatenate([predictor.input_log_probabilities(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+    return _answers(predictor, log_probs)
 
 
 def onnx_answers(predictor: Predictor, onnx_session, pictures: CheckPictures) -> Answers:
@@ -146,8 +150,12 @@ def onnx_answers(predictor: Predictor, onnx_session, pictures: CheckPictures) ->
     log_probs = np.concatenate(
         [onnx_log_probabilities(onnx_session, x[i : i + BATCH], predictor.mirror) for i in range(0, len(x), BATCH)]
     )
+    return _answers(predictor, log_probs)
+
+
+def _answers(predictor: Predictor, log_probs: np.ndarray) -> Answers:
     probs = calibrated_probabilities(log_probs, predictor.temperature)
-    return Answers(probs, [a["label"] for a in decide(probs, predictor.class_names, predictor.rule)])
+    return Answers(log_probs, probs, [a["label"] for a in decide(probs, predictor.class_names, predictor.rule)])
 
 
 def compare(reference: Answers, other: Answers) -> dict:
@@ -155,6 +163,7 @@ def compare(reference: Answers, other: Answers) -> dict:
     agree = [a == b for a, b in zip(reference.labels, other.labels, strict=True)]
     return {
         "max_probability_difference": float(np.abs(reference.probs - other.probs).max()),
+        "max_log_probability_difference": float(np.abs(reference.log_probs - other.log_probs).max()),
         "labels_agree": int(sum(agree)),
         "label_agreement": float(np.mean(agree)),
         "first_difference": next((i for i, same in enumerate(agree) if not same), None),
@@ -162,9 +171,11 @@ def compare(reference: Answers, other: Answers) -> dict:
 
 
 def check_parity(reference: Answers, onnx: Answers, pictures: CheckPictures, backbone: str) -> dict:
-    """The fp32 graph must give PyTorch's probabilities within TOLERANCE and its label on every picture."""
+    """The fp32 graph must give PyTorch's probabilities within TOLERANCE (log-probabilities within LOG_TOLERANCE)
+    and its label on every picture."""
     found = compare(reference, onnx)
-    if found["max_probability_difference"] <= TOLERANCE and found["labels_agree"] == len(reference.labels):
+    close = found["max_probability_difference"] <= TOLERANCE
+    if close and found["max_log_probability_difference"] <= LOG_TOLERANCE and found["labels_agree"] == len(onnx.labels):
         return found
     first = found["first_difference"]
     differ = len(reference.labels) - found["labels_agree"]
@@ -176,7 +187,8 @@ def check_parity(reference: Answers, onnx: Answers, pictures: CheckPictures, bac
     raise ParityError(
         f"The ONNX model does not answer as the trained model does: on {len(reference.labels)} {pictures.source} "
         f"pictures its probabilities differ by up to {found['max_probability_difference']:.2g} (at most "
-        f"{TOLERANCE:g} is allowed) and {differ} label(s) differ{example}. No bundle was written. This is a fault "
+        f"{TOLERANCE:g} is allowed), its log-probabilities by up to {found['max_log_probability_difference']:.2g} "
+        f"(at most {LOG_TOLERANCE:g}), and {differ} label(s) differ{example}. No bundle was written. This is a fault "
         f"of the ONNX export of '{backbone}', not of your model: use it in Headstart (Predict), or try again after "
         "updating torch and onnxscript."
     )
@@ -345,6 +357,8 @@ def onnx_files(predictor: Predictor, run_dir: Path, folder: Path, check_images: 
             "opset": OPSET,
             "tolerance": TOLERANCE,
             "max_probability_difference": parity["max_probability_difference"],
+            "log_tolerance": LOG_TOLERANCE,
+            "max_log_probability_difference": parity["max_log_probability_difference"],
             "labels_agree": parity["labels_agree"],
             "label_agreement": parity["label_agreement"],
         },
