@@ -23,10 +23,10 @@ TOP_K = 3
 
 
 @st.cache_resource(show_spinner="Opening the exported model...", max_entries=4)
-def bundle_predictor(path: str):
+def bundle_predictor(path: str, name: str):
     from tl_core.bundle import load_bundle
 
-    return load_bundle(path)
+    return load_bundle(path, name=name)
 
 
 MODELS = {"run": "A run of this server", "bundle": "An exported model (.zip)"}
@@ -46,7 +46,7 @@ else:
         st.info("Drop a model exported from Headstart (its .zip) above; it labels pictures as it did where it trained.")
         st.stop()
     stored = ui.attempt("The model could not be saved", uploads.store_file, archive.getvalue(), "bundles", ".zip")
-    predictor = stored and ui.attempt(f"'{ui.plain(archive.name)}' cannot be used", bundle_predictor, str(stored))
+    predictor = stored and ui.attempt("The exported model cannot be used", bundle_predictor, str(stored), archive.name)
     if predictor is None:
         st.stop()
     model_id, class_names = str(stored), predictor.class_names
@@ -75,8 +75,8 @@ def items_to_label(given: list) -> tuple[list[tuple[str, object]], list[dict]]:
         return [(f.name, f) for f in given if not any(is_ignored(p) for p in f.name.split("/"))], []
     path = uploads.store_file(given[0].getvalue(), "uploads", ".zip")
     folder, refused = extract_zip(path, settings.cache_dir() / "unzipped")
-    found = sorted(p for p in folder.rglob("*") if p.is_file() and not any(is_ignored(q) for q in p.parts))
-    items = [(p.relative_to(folder).as_posix(), p) for p in found]
+    found = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    items = [(rel.as_posix(), folder / rel) for rel in found if not any(is_ignored(part) for part in rel.parts)]
     return items, [{"picture": r.path, "error": r.reason} for r in refused]
 
 

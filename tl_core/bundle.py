@@ -41,27 +41,29 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Predictor:
     return load_bundle(path, device) if is_bundle(path) else Predictor.from_run(path, device)
 
 
-def bundle_folder(path: str | Path) -> Path:
-    """The folder that holds the bundle's files: `path` itself, or where its zip was unpacked."""
+def bundle_folder(path: str | Path, name: str | None = None) -> Path:
+    """The folder that holds the bundle's files: `path` itself, or where its zip was unpacked. `name` is what the
+    messages call it (an upload's own file name rather than the name it is stored under)."""
     path = Path(path)
+    called = name or path.name
     if path.is_dir():
         return path
     if not path.exists():
         raise BundleError(f"There is no file at '{path}'. Check the path of the exported model (.zip).")
     if not zipfile.is_zipfile(path):
         raise BundleError(
-            f"'{path.name}' is not a zip file. Give the .zip that Headstart's Export made (or the folder it was "
+            f"'{called}' is not a zip file. Give the .zip that Headstart's Export made (or the folder it was "
             "unpacked into)."
         )
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n.replace("\\", "/") for n in zf.namelist()]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"'{path.name}' is a damaged zip ({exc}). Download or copy the bundle again.") from None
+        raise BundleError(f"'{called}' is a damaged zip ({exc}). Download or copy the bundle again.") from None
     top = _top(names)
     if top is None:
         raise BundleError(
-            f"'{path.name}' is not a Headstart bundle: it has no preprocessing.json. Give the .zip that Headstart's "
+            f"'{called}' is not a Headstart bundle: it has no preprocessing.json. Give the .zip that Headstart's "
             "Export page (or `python -m tl_core export`) made."
         )
     from tl_core.data import extract_zip
@@ -69,34 +71,35 @@ def bundle_folder(path: str | Path) -> Path:
     try:
         folder, refused = extract_zip(path, settings.cache_dir() / "bundles")
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise BundleError(f"'{path.name}' is a damaged zip ({exc}). Download or copy the bundle again.") from None
+        raise BundleError(f"'{called}' is a damaged zip ({exc}). Download or copy the bundle again.") from None
     for problem in refused:
         if problem.path.rsplit("/", 1)[-1] in REQUIRED:
-            raise BundleError(f"'{problem.path}' in '{path.name}' was {problem.reason}. Export the model again.")
+            raise BundleError(f"'{problem.path}' in '{called}' was {problem.reason}. Export the model again.")
     return folder / top
 
 
-def load_bundle(path: str | Path, device: str = "cpu") -> Predictor:
+def load_bundle(path: str | Path, device: str = "cpu", name: str | None = None) -> Predictor:
     """A Predictor from the bundle at `path`; BundleError, naming the file and what to do, when it is not usable."""
     path = Path(path)
-    folder = bundle_folder(path)
-    for name in REQUIRED:
-        if not (folder / name).is_file():
+    called = name or path.name
+    folder = bundle_folder(path, called)
+    for required in REQUIRED:
+        if not (folder / required).is_file():
             raise BundleError(
-                f"The bundle '{path.name}' has no {name}, which the model needs. Export the model again, or unpack "
+                f"The bundle '{called}' has no {required}, which the model needs. Export the model again, or unpack "
                 "the whole zip."
             )
-    pre = _json(folder, "preprocessing.json", path)
-    labels = _json(folder, "labels.json", path)
+    pre = _json(folder, "preprocessing.json", called)
+    labels = _json(folder, "labels.json", called)
     if not isinstance(pre, dict) or any(k not in pre for k in PREPROCESSING_KEYS):
         missing = [k for k in PREPROCESSING_KEYS if not isinstance(pre, dict) or k not in pre]
         raise BundleError(
-            f"preprocessing.json in '{path.name}' lacks {', '.join(missing)}: it is not a Headstart bundle's. "
+            f"preprocessing.json in '{called}' lacks {', '.join(missing)}: it is not a Headstart bundle's. "
             "Export the model again."
         )
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(n, str) for n in labels):
         raise BundleError(
-            f"labels.json in '{path.name}' should list the class names (two or more) in the model's order. "
+            f"labels.json in '{called}' should list the class names (two or more) in the model's order. "
             "Export the model again."
         )
     from safetensors import SafetensorError
@@ -106,22 +109,22 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Predictor:
         weights = load_file(str(folder / "model.safetensors"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(
-            f"model.safetensors in '{path.name}' cannot be read ({exc}): it is cut short or not a weights file. "
+            f"model.safetensors in '{called}' cannot be read ({exc}): it is cut short or not a weights file. "
             "Export the model again."
         ) from None
     try:
         model = build_model(pre["img_size"], pre["backbone"], pretrained=False, num_classes=len(labels))
     except RuntimeError as exc:  # timm: "Unknown model"
         raise BundleError(
-            f"The bundle '{path.name}' is a '{pre['backbone']}', which this Headstart's timm cannot build ({exc})."
+            f"The bundle '{called}' is a '{pre['backbone']}', which this Headstart's timm cannot build ({exc})."
         ) from None
-    _load_weights(model, weights, labels, path.name)
+    _load_weights(model, weights, labels, called)
     model.eval().requires_grad_(False).to(device)
     spec = InputSpec(int(pre["img_size"]), int(pre["resize_to"]), tuple(pre["mean"]), tuple(pre["std"]))
     rule = pre.get("decision")
     if rule is not None and rule.get("kind") == "binary" and rule.get("positive") not in labels:
         raise BundleError(
-            f"The operating point in preprocessing.json of '{path.name}' names '{rule.get('positive')}', which is "
+            f"The operating point in preprocessing.json of '{called}' names '{rule.get('positive')}', which is "
             f"not one of its classes ({', '.join(labels)}). Export the model again."
         )
     return Predictor(
@@ -144,11 +147,11 @@ def _top(names: list[str]) -> str | None:
     return next(iter(wrapped)) if len(wrapped) == 1 else None
 
 
-def _json(folder: Path, name: str, bundle: Path):
+def _json(folder: Path, name: str, bundle: str):
     try:
         return json.loads((folder / name).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{name} in '{bundle.name}' cannot be read ({exc}). Export the model again.") from None
+        raise BundleError(f"{name} in '{bundle}' cannot be read ({exc}). Export the model again.") from None
 
 
 def _load_weights(model: torch.nn.Module, weights: dict, labels: list[str], bundle: str) -> None:
