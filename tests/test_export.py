@@ -305,3 +305,18 @@ def test_what_is_not_a_usable_bundle_is_refused_with_a_sentence(bundle, digits_d
     assert (
         done.stderr.startswith("headstart: 'pictures.zip' is not a Headstart bundle") and done.stderr.count("\n") == 1
     )
+
+
+def test_a_run_whose_pictures_are_gone_is_checked_on_generated_ones(bundle, finished_run, tmp_path, monkeypatch):
+    run = tmp_path / "runs" / finished_run.name
+    shutil.copytree(finished_run, run)
+    split = read_json(run / "split.json")
+    write_json_atomic(run / "split.json", {**split, "root": str(tmp_path / "moved away")})
+    monkeypatch.setattr(onnx_export, "to_onnx", _graph_of(bundle))
+    with zipfile.ZipFile(export_bundle(run, tmp_path / "b.zip")) as zf:
+        report = json.loads(zf.read("export_report.json"))
+        card = zf.read("README.md").decode()
+    assert report["checked_on"]["source"] == "generated" and report["checked_on"]["pictures"] == 8
+    assert report["onnx"]["labels_agree"] == 8 and report["onnx"]["max_probability_difference"] <= 1e-4
+    assert report["accuracy"] == {"pytorch": None, "onnx": None, "int8": None}
+    assert "8 generated pictures (the run's own were no longer on disk)" in card
