@@ -28,6 +28,7 @@ from tl_core.errors import HeadstartError
 from tl_core.images import UnusableImage, open_rgb
 from tl_core.onnx_predict import onnx_log_probabilities
 from tl_core.predict import Predictor
+from tl_core.preprocess import to_model_input
 from tl_core.runs import read_json
 
 OPSET = 20  # LayerNormalization (ViT, ConvNeXt) since 17, Gelu since 20; onnxruntime 1.2x runs it
@@ -97,8 +98,6 @@ def generated_pictures(predictor: Predictor, count: int = 8, seed: int = 0) -> C
     coarse = rng.integers(0, 256, (count, 3, 8, 8)).astype(np.float32)
     squares = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(size, size), mode="bilinear")
     squares = (squares + torch.from_numpy(rng.normal(0, 8, squares.shape).astype(np.float32))).clamp(0, 255)
-    from tl_core.preprocess import to_model_input
-
     x = to_model_input(squares.round().to(torch.uint8), predictor.spec)
     return CheckPictures(x.numpy(), None, [f"generated-{i}" for i in range(count)], "generated", 0)
 
