@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the summary as JSON on the last line of stdout")
     c.set_defaults(func=_resume)
 
-    p = commands.add_parser("predict", help="label images with a trained run")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = commands.add_parser("predict", help="label images with a trained run, or with an exported bundle (.zip)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a bundle made by export (zip or unpacked)")
     p.add_argument("images", metavar="IMAGE", nargs="+")
     p.add_argument("--top-k", type=_positive_int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     e = commands.add_parser("export", help="write a run's deployable bundle (zip)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", required=True, metavar="FILE.zip")
+    e.add_argument(
+        "--check-images",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="validation pictures ONNX is checked against PyTorch on (default 64)",
+    )
+    e.add_argument("--json", action="store_true", help="print the export report as JSON on the last line of stdout")
     e.set_defaults(func=_export)
 
     r = commands.add_parser("runs", help="list the runs in a runs folder")
@@ -143,9 +151,9 @@ def _run_and_report(config, as_json: bool) -> int:
 
 
 def _predict(args) -> int:
-    from tl_core.predict import Predictor
+    from tl_core.bundle import load_predictor
 
-    predictor = Predictor.from_run(args.run_dir, device=args.device)
+    predictor = load_predictor(args.run_dir, device=args.device)
     results = predictor.predict_paths(args.images, top_k=args.top_k)
     for result in results:
         if args.json:
@@ -160,8 +168,13 @@ def _predict(args) -> int:
 def _export(args) -> int:
     from tl_core.export import export_bundle
 
-    out = export_bundle(args.run_dir, Path(args.out))
+    out = export_bundle(args.run_dir, Path(args.out), check_images=args.check_images)
     print(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    if args.json:
+        import zipfile
+
+        with zipfile.ZipFile(out) as zf:
+            print(json.dumps({"bundle": str(out), **json.loads(zf.read("export_report.json"))}))
     return 0
 
 

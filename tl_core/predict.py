@@ -57,20 +57,36 @@ class Predictor:
             model, class_names, spec, config["backbone"], torch.device(device), mirror, temperature, read_rule(run_dir)
         )
 
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str = "cpu") -> Predictor:
+        """The model of an exported bundle (its zip or unpacked folder): answers as `from_run` of its run does."""
+        from tl_core.bundle import load_bundle
+
+        return load_bundle(path, device)
+
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """RGB images -> the normalised batch the model expects (the evaluation crop of training)."""
         squares = np.stack([square_crop(img, self.spec.cache_size) for img in images])
         return to_model_input(torch.from_numpy(squares).permute(0, 3, 1, 2).to(self.device), self.spec)
 
-    @torch.no_grad()
     def probabilities(self, images: list[Image.Image]) -> np.ndarray:
         """N x classes calibrated probabilities, as the run was validated (mirror images averaged in if chosen)."""
-        x = self.preprocess(images)
+        return self.input_probabilities(self.preprocess(images))
+
+    def input_probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """The same for a batch already preprocessed (N x 3 x img x img)."""
+        return calibrated_probabilities(self.input_log_probabilities(x), self.temperature)
+
+    @torch.no_grad()
+    def input_log_probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """N x classes log-probabilities before calibration (mirror images averaged in if chosen): what the export
+        checks ONNX against, since calibrated probabilities near 0 or 1 hide differences."""
+        x = x.to(self.device)
         log_probs = self.model(x).float().log_softmax(1)
         if self.mirror:
             mirrored = self.model(x.flip(-1)).float().log_softmax(1)
             log_probs = torch.logsumexp(torch.stack([log_probs, mirrored]), 0) - np.log(2)
-        return calibrated_probabilities(log_probs.cpu().numpy(), self.temperature)
+        return log_probs.cpu().numpy()
 
     def predict_images(self, images: list[Image.Image], top_k: int = 3) -> list[dict]:
         """label (under the run's operating point), confidence, sure, and the top_k likeliest classes."""
