@@ -27,10 +27,6 @@ def bundle(run_dir: str, weights_mtime: float, rule_mtime: float) -> str:
     return str(export_bundle(run_dir, out))
 
 
-def _mb(size: int | None) -> str:
-    return "n/a" if size is None else f"{size / 1024**2:.1f} MB"
-
-
 weights, rule = run.run_dir / "model.safetensors", run.run_dir / RULE_FILE
 stamps = (weights.stat().st_mtime, rule.stat().st_mtime if rule.exists() else 0.0)
 made = ui.attempt("The model could not be packed", bundle, str(run.run_dir), *stamps)
@@ -42,7 +38,7 @@ if made is None:
 path = Path(made)
 
 st.download_button(
-    f"Download the model ({path.stat().st_size / 1024**2:.1f} MB)",
+    f"Download the model ({ui.size(path.stat().st_size)})",
     data=path.read_bytes,  # read only when clicked, not on every rerun
     file_name=f"headstart-{run.id}.zip",
     mime="application/zip",
@@ -52,7 +48,7 @@ st.download_button(
     on_click="ignore",
 )
 with zipfile.ZipFile(path) as zf:
-    listing = [{"file": i.filename, "size (KB)": round(i.file_size / 1024, 1)} for i in zf.infolist()]
+    listing = [{"file": i.filename, "size": ui.size(i.file_size)} for i in zf.infolist()]
     card = zf.read("README.md").decode("utf-8")
     report = json.loads(zf.read("export_report.json")) if "export_report.json" in zf.namelist() else None
 if report:
@@ -62,7 +58,7 @@ if report:
         f"every one (probabilities within {onnx['max_probability_difference']:.1g})"
         + (
             f"; the int8 model agrees on {ui.pct(int8['label_agreement'])} of them at "
-            f"{_mb(report['files'].get('model.int8.onnx'))} instead of {_mb(report['files'].get('model.onnx'))}."
+            f"{ui.size(report['files'].get('model.int8.onnx'))} instead of {ui.size(report['files'].get('model.onnx'))}."
             if int8.get("made")
             else "."
         ),

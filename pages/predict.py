@@ -156,10 +156,10 @@ st.download_button(
 )
 if len(answered) > 1:
     st.dataframe(
-        [{"picture": r["picture"], "label": said(r), "confidence": r["confidence"]} for r in answered],
+        [{"picture": r["picture"], "label": said(r), "confidence": 100 * r["confidence"]} for r in answered],
         hide_index=True,
         key="predict_table",
-        column_config={"confidence": st.column_config.NumberColumn(format="percent")},
+        column_config={"confidence": st.column_config.NumberColumn(format="%.1f%%")},  # 72.3%, as everywhere
     )
 
 show_heat = st.toggle(

@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default=str(settings.runs_dir()))
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_runs)
+
+    b = commands.add_parser(
+        "tensorboard", help="write a run's curves as TensorBoard event files (runs write them when they end)"
+    )
+    b.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    b.set_defaults(func=_tensorboard)
     return parser
 
 
@@ -175,6 +181,17 @@ def _export(args) -> int:
 
         with zipfile.ZipFile(out) as zf:
             print(json.dumps({"bundle": str(out), **json.loads(zf.read("export_report.json"))}))
+    return 0
+
+
+def _tensorboard(args) -> int:
+    from tl_core.runs import load_run
+    from tl_core.tensorboard import write_events
+
+    for run_dir in args.run_dirs:
+        load_run(run_dir)  # a sentence, not a traceback, for a folder that is not a run
+        print(write_events(run_dir))
+    print("Open them with: tensorboard --logdir " + str(Path(args.run_dirs[0]).resolve().parent))
     return 0
 
 
