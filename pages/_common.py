@@ -220,6 +220,15 @@ def header(title: str, purpose: str) -> None:
     st.caption(purpose)
 
 
+def chart(where, figure, key: str, **kwargs) -> None:
+    """A plotly chart and, under it, its numbers in words (tl_core.plots.describe): the text alternative for
+    people who cannot see it."""
+    from tl_core.plots import describe
+
+    where.plotly_chart(figure, key=key, **kwargs)
+    where.caption(plain(describe(figure)))
+
+
 def needs(what: str, page: str, label: str) -> None:
     """What is missing before this page makes sense, with the way to get it."""
     st.info(what, icon=":material/arrow_back:")

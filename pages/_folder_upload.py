@@ -24,8 +24,8 @@ _CSS = """
   background: var(--st-secondary-background-color, #f4f1ee); font-family: var(--st-font, sans-serif); }
 .pick { display: flex; gap: 0.75rem; align-items: center; flex-wrap: wrap; cursor: pointer; }
 .pick input { position: absolute; width: 1px; height: 1px; opacity: 0; }
-.pick:focus-within .button { outline: 2px solid var(--st-primary-color, #e8553e); outline-offset: 2px; }
-.button { background: var(--st-primary-color, #e8553e); color: #fff; border-radius: 0.5rem;
+.pick:focus-within .button { outline: 2px solid var(--st-primary-color, #c8402a); outline-offset: 2px; }
+.button { background: var(--st-primary-color, #c8402a); color: #fff; border-radius: 0.5rem;
   padding: 0.45rem 0.9rem; font-weight: 600; }
 .hint { color: rgba(49, 51, 63, 0.75); font-size: 0.9rem; }
 .bar { width: 100%; margin-top: 0.75rem; }

@@ -84,7 +84,7 @@ def calibration_section(run) -> None:
     calibration = Calibration(**fitted)
     st.markdown(calibration.sentence())
     left, right = st.columns([3, 2])
-    left.plotly_chart(reliability_figure(calibration.bins_before, calibration.bins_after), key="evaluate_reliability")
+    ui.chart(left, reliability_figure(calibration.bins_before, calibration.bins_after), key="evaluate_reliability")
     with right:
         c1, c2 = st.columns(2)
         c1.metric("Off by, before", ui.pct(calibration.ece_before), help="Expected calibration error before.")
@@ -145,7 +145,7 @@ def operating_point_section(run, evaluation: Evaluation) -> None:
             f"it is right {row['precision']:.0%} of the time."
         )
         left, right = st.columns(2)
-        left.plotly_chart(threshold_figure(table, threshold, positive), key="evaluate_threshold_chart")
+        ui.chart(left, threshold_figure(table, threshold, positive), key="evaluate_threshold_chart")
     else:
         st.session_state.setdefault("evaluate_not_sure", float((saved or {}).get("threshold", 0.0)))
         threshold = st.slider(
@@ -164,7 +164,7 @@ def operating_point_section(run, evaluation: Evaluation) -> None:
             f"**{ui.pct(row['accuracy'])}** of those; the rest are 'not sure'."
         )
         left, right = st.columns(2)
-        left.plotly_chart(not_sure_figure(table, threshold), key="evaluate_not_sure_chart")
+        ui.chart(left, not_sure_figure(table, threshold), key="evaluate_not_sure_chart")
     right.plotly_chart(
         confusion_figure(operating_point.confusion_at(probs, evaluation.labels, names, rule), names),
         key="evaluate_threshold_confusion",
@@ -350,7 +350,8 @@ def transfer_section(run) -> None:
         other = scratch[1.0]
         pretrained_epochs = [e for e in read_metrics(run.run_dir) if e.get("event") == "epoch"]
         scratch_epochs = [e for e in read_metrics(other.run_dir) if e.get("event") == "epoch"]
-        st.plotly_chart(
+        ui.chart(
+            st,
             compare_curves_figure({"pretrained (this run)": pretrained_epochs, "from random weights": scratch_epochs}),
             key="evaluate_transfer_curves",
         )
@@ -373,7 +374,7 @@ def transfer_section(run) -> None:
                 {"share": s, "num_train": r.summary.get("num_train"), "accuracy": r.summary.get("best_val_accuracy")}
                 for s, r in scratch.items()
             ]
-            st.plotly_chart(efficiency_figure(points, scratch_points), key="evaluate_efficiency_chart")
+            ui.chart(st, efficiency_figure(points, scratch_points), key="evaluate_efficiency_chart")
             said = efficiency.sentence(points, {p["share"]: p["accuracy"] for p in scratch_points})
             if said:
                 st.markdown(f"**{said}**")
@@ -435,4 +436,4 @@ def compare_section(run, evaluation: Evaluation) -> None:
     st.dataframe(rows, hide_index=True, key="evaluate_compare_table")
     st.caption("'finds X' is the recall of class X: the share of its validation pictures the run labels X.")
     curves = {r.title: [e for e in read_metrics(r.run_dir) if e.get("event") == "epoch"] for r in chosen}
-    st.plotly_chart(compare_curves_figure(curves), key="evaluate_compare_curves")
+    ui.chart(st, compare_curves_figure(curves), key="evaluate_compare_curves")

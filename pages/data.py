@@ -109,7 +109,7 @@ st.caption(
     )
     + ("" if manifest.user_split else " (change it under Train → Advanced).")
 )
-st.plotly_chart(class_counts_figure(counts), key="data_counts_chart")
+ui.chart(st, class_counts_figure(counts), key="data_counts_chart")
 
 st.subheader("Problems found")
 if not manifest.warnings and not problems:

@@ -88,7 +88,7 @@ with right:
     )
     epochs = [e for e in read_metrics(run.run_dir) if e.get("event") == "epoch"]
     if epochs:
-        st.plotly_chart(accuracy_figure(epochs), key="evaluate_curve")
+        ui.chart(st, accuracy_figure(epochs), key="evaluate_curve")
 
 sections.calibration_section(run)
 sections.operating_point_section(run, evaluation)

@@ -189,6 +189,6 @@ for index, (result, image) in enumerate(shown):
                 "Unsure: the model spreads its answer over several classes. Pictures unlike the training ones, or a "
                 "model trained briefly, do this; more pictures or epochs usually help."
             )
-        st.plotly_chart(top_k_figure(result["top_k"]), key=f"predict_topk_{index}", config={"displayModeBar": False})
+        ui.chart(st, top_k_figure(result["top_k"]), key=f"predict_topk_{index}", config={"displayModeBar": False})
 
 ui.next_step("take the model away.", "export", "Go to 6. Export")

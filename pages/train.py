@@ -492,7 +492,7 @@ def show_curves(snap) -> None:
         probe = (snap.summary or {}).get("probe") or {}
         k1, k2 = st.columns([2, 1])
         if probe.get("tried"):
-            k1.plotly_chart(probe_figure(probe["tried"], probe["penalty"]), key="train_probe_chart")
+            ui.chart(k1, probe_figure(probe["tried"], probe["penalty"]), key="train_probe_chart")
         k2.caption(
             "No loss or learning-rate curves: the head was fitted in one go (L-BFGS, to its optimum on the "
             "pretrained features), without training steps. The chart shows each regularisation strength tried by "
@@ -501,9 +501,9 @@ def show_curves(snap) -> None:
         return
     spe = snap.total_steps / snap.epochs if snap.total_steps and snap.epochs else 1.0
     k1, k2, k3 = st.columns(3)
-    k1.plotly_chart(loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
-    k2.plotly_chart(accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
-    k3.plotly_chart(lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
+    ui.chart(k1, loss_figure(snap.step_losses, history, spe, snap.total_steps), key="train_loss_chart")
+    ui.chart(k2, accuracy_figure(history, snap.epochs), key="train_accuracy_chart")
+    ui.chart(k3, lr_figure(snap.lr_schedule, round(len(history) * spe)), key="train_lr_chart")
     if snap.active:
         st.caption(
             f"Curves as of step {snap.step:,} of {snap.total_steps or 0:,}. They redraw every {ui.CURVES_REFRESH_S:g} s "

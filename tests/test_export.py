@@ -217,7 +217,7 @@ def test_an_onnx_graph_that_answers_differently_stops_the_export(bundle, finishe
         export_bundle(finished_run, out)
     message = str(failure.value)
     assert message.startswith("The ONNX model does not answer as the trained model does: on 40 validation pictures")
-    assert "(at most 0.0001 is allowed), its log-probabilities by up to 0.05 (at most 0.001)" in message
+    assert "(at most 1e-04 is allowed), its log-probabilities by up to 0.05 (at most 1e-03)" in message
     assert "No bundle was written." in message
     assert list((tmp_path / "out").iterdir()) == []  # no zip, no half-written temporary file
 

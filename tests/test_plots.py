@@ -20,3 +20,14 @@ def test_the_toolbar_runs_down_the_side_not_across_the_title():
     figure = loss_figure([(1, 0.69), (2, 0.68)], [], 2.0, 10)
     assert figure.layout.modebar.orientation == "v"
     assert figure.layout.yaxis.range[1] - figure.layout.yaxis.range[0] >= MIN_LOSS_SPAN
+
+
+def test_every_chart_has_its_numbers_in_words():
+    from tl_core.plots import accuracy_figure, describe
+
+    history = [{"epoch": 1, "train_accuracy": 0.5, "val_accuracy": 0.6}, {"epoch": 2, "train_accuracy": 0.8,
+               "val_accuracy": 0.75}]  # fmt: skip
+    words = describe(accuracy_figure(history))
+    assert words.startswith("Accuracy (higher is better).")
+    assert "validation: 2 points from 60 to 75 (lowest 60, highest 75)" in words
+    assert describe(loss_figure([], [], 1.0)).endswith("No numbers yet.")

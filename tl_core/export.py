@@ -407,8 +407,8 @@ def _deployment(report: dict) -> list[str]:
     lines += [
         "",
         f"- model.onnx gives the PyTorch model's probabilities within {onnx['max_probability_difference']:.1g} "
-        f"(at most {onnx['tolerance']:g} allowed; log-probabilities within "
-        f"{onnx['max_log_probability_difference']:.1g}, at most {onnx['log_tolerance']:g}) and its label on all "
+        f"(at most {onnx['tolerance']:.0e} allowed; log-probabilities within "
+        f"{onnx['max_log_probability_difference']:.1g}, at most {onnx['log_tolerance']:.0e}) and its label on all "
         f"{onnx['labels_agree']} pictures "
         f"({onnx['exporter']}).",
     ]

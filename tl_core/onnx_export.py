@@ -186,8 +186,8 @@ def check_parity(reference: Answers, onnx: Answers, pictures: CheckPictures, bac
     raise ParityError(
         f"The ONNX model does not answer as the trained model does: on {len(reference.labels)} {pictures.source} "
         f"pictures its probabilities differ by up to {found['max_probability_difference']:.2g} (at most "
-        f"{TOLERANCE:g} is allowed), its log-probabilities by up to {found['max_log_probability_difference']:.2g} "
-        f"(at most {LOG_TOLERANCE:g}), and {differ} label(s) differ{example}. No bundle was written. This is a fault "
+        f"{TOLERANCE:.0e} is allowed), its log-probabilities by up to {found['max_log_probability_difference']:.2g} "
+        f"(at most {LOG_TOLERANCE:.0e}), and {differ} label(s) differ{example}. No bundle was written. This is a fault "
         f"of the ONNX export of '{backbone}', not of your model: use it in Headstart (Predict), or try again after "
         "updating torch and onnxscript."
     )

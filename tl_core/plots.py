@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-FROZEN = "#b8bcc6"
+FROZEN = "#8b909a"  # 3:1 on white (tests/test_accessibility.py), still plainly grey
 TRAINED = "#e8553e"
 HEAD = "#8e2c1e"
 TRAIN_COLOUR = "#e8553e"
@@ -241,6 +241,7 @@ def top_k_figure(top_k: Sequence[dict]) -> go.Figure:
             y=labels,
             orientation="h",
             marker_color=VAL_COLOUR,
+            name="confidence (%)",
             text=[f"{v:.1f}%" for v in values],
             textposition="auto",
         )
@@ -393,3 +394,33 @@ def probe_figure(tried: Sequence[dict], chosen: float) -> go.Figure:
         **_LAYOUT,
     )
     return fig
+
+
+def describe(fig: go.Figure) -> str:
+    """The figure's numbers in a sentence, for people who cannot see the chart (screen readers, printouts): per
+    line or bar series its name, how many points, and where it starts, ends and peaks."""
+    parts = []
+    for trace in fig.data:
+        if trace.type == "bar" and trace.orientation == "h":  # labels down the side, values along
+            pairs = [f"{y} {_number(x)}" for x, y in zip(trace.x, trace.y, strict=True)][::-1]
+            parts.append(f"{trace.name or 'values'}: " + ", ".join(pairs))
+            continue
+        ys = [y for y in (trace.y if trace.y is not None else []) if isinstance(y, int | float) and np.isfinite(y)]
+        if trace.type == "heatmap" or not ys or not trace.name:
+            continue
+        if trace.type == "bar" and trace.x is not None and len(trace.x) == len(ys):
+            pairs = [f"{x} {_number(y)}" for x, y in zip(trace.x, ys, strict=True)]
+            parts.append(f"{trace.name}: " + ", ".join(pairs[:12]) + (", ..." if len(pairs) > 12 else ""))
+        elif len(ys) == 1:
+            parts.append(f"{trace.name}: {_number(ys[0])}")
+        else:
+            parts.append(
+                f"{trace.name}: {len(ys)} points from {_number(ys[0])} to {_number(ys[-1])} "
+                f"(lowest {_number(min(ys))}, highest {_number(max(ys))})"
+            )
+    title = f"{fig.layout.title.text}. " if fig.layout.title and fig.layout.title.text else ""
+    return title + ("; ".join(parts) + "." if parts else "No numbers yet.")
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}"

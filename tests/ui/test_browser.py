@@ -280,3 +280,33 @@ def test_upload_train_watch_predict_export(server, page, tmp_path):
     page.get_by_role("heading", name="What pretraining bought", exact=True).wait_for()
     _no_exception(page)
     _shot_section(page, "What pretraining bought", "4f-evaluate-transfer")
+
+
+PAGES_AND_HEADINGS = [
+    ("", "Headstart"),
+    ("data", "1. Data"),
+    ("model", "2. Model"),
+    ("train", "3. Train"),
+    ("evaluate", "4. Evaluate"),
+    ("predict", "5. Predict"),
+    ("export", "6. Export"),
+]
+OVERFLOW_JS = """() => { const m = document.querySelector('[data-testid="stMain"]') || document.body;
+  return m.scrollWidth - m.clientWidth; }"""
+
+
+@pytest.mark.parametrize("size", [(1400, 1000), (1280, 720)], ids=["1400x1000", "1280x720"])
+def test_every_page_fits_a_desktop_and_a_laptop(server, page, size):
+    """After the run above: each page at a desktop's and a laptop's window, screenshotted, nothing off the side."""
+    width, height = size
+    page.set_viewport_size({"width": width, "height": height})
+    try:
+        for path, heading in PAGES_AND_HEADINGS:
+            page.goto(f"{server['url']}/{path}")
+            page.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1500)
+            _no_exception(page)
+            assert page.evaluate(OVERFLOW_JS) <= 1, f"{heading} is wider than a {width}px window"
+            page.screenshot(path=str(SHOTS / f"size-{width}x{height}-{path or 'home'}.png"))
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 2000})

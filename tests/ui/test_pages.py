@@ -240,7 +240,8 @@ def test_data_with_one_class_explains(open_page, tmp_path, digits_dir, monkeypat
         (one / image.name).write_bytes(image.read_bytes())
     at = open_page("pages/data.py", state=dataset_state(one.parent))
     assert_clean(at)
-    assert "at least two sub-folders" in at.error[0].value
+    assert "Only one class was found, 'zero'" in at.error[0].value
+    assert str(tmp_path) not in at.error[0].value and "one\\_class" not in at.error[0].value  # no server folder
 
 
 def test_class_names_with_markdown_and_html_show_as_typed(open_page, tmp_path, digits_dir):

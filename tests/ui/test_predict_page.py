@@ -55,7 +55,7 @@ def test_a_folder_is_labelled_at_once_with_a_csv_of_every_answer(open_page, fini
     table = table_with(at, "picture")
     assert list(table["picture"]) == [name for name, _, _ in folder[:3]]
     assert list(table["label"]) == [r["label"] for r in expected]
-    assert list(table["confidence"]) == pytest.approx([r["confidence"] for r in expected], abs=1e-6)
+    assert list(table["confidence"]) == pytest.approx([100 * r["confidence"] for r in expected], abs=1e-4)  # in %
     assert "'new/notes.txt' is left out: not an image file" in texts(at)  # the litter (.DS_Store) says nothing
     assert "**3** picture(s) labelled, 1 left out." in texts(at)
     assert len(at.image) == 6  # each picture and its heat map
@@ -119,4 +119,4 @@ def test_an_uploaded_bundle_labels_as_its_run_and_a_bad_one_is_a_sentence(open_p
     expected = Predictor.from_run(finished_run).predict_paths(three_digits)
     table = table_with(at, "picture")
     assert list(table["label"]) == [r["label"] for r in expected]
-    assert list(table["confidence"]) == [r["confidence"] for r in expected]  # the same model: the same numbers
+    assert list(table["confidence"]) == pytest.approx([100 * r["confidence"] for r in expected])  # the same numbers
