@@ -93,3 +93,13 @@ def test_a_runs_curves_open_in_tensorboard(finished_run, tmp_path):
     write_events(run)  # and for a run from before, on demand
     again = EventAccumulator(str(run / "tensorboard")).Reload()
     assert [s.value for s in again.Scalars("loss/val")] == pytest.approx([e["val_loss"] for e in epochs])
+
+
+def test_a_run_is_named_by_its_data_set_as_its_person_knows_it(tmp_path):
+    from tl_core.runs import data_name
+
+    uploaded = tmp_path / "uploads" / "be65598021f3ed0a"
+    (uploaded / "solar cells" / "defective").mkdir(parents=True)
+    assert data_name(uploaded) == "solar cells"  # not the id it is kept under
+    assert data_name(tmp_path / "leaves.zip") == "leaves"
+    assert data_name(tmp_path / "x-rays") == "x-rays"

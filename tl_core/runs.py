@@ -96,11 +96,23 @@ class RunInfo:
         parts = [
             self.strategy,
             label_for(self.summary.get("backbone") or self.config.get("backbone", "?")),
-            Path(str(self.config.get("data_dir", "?"))).name,
+            data_name(self.config.get("data_dir", "?")),
         ]
         if when:
             parts.append(time.strftime("%-d %b %H:%M", when))
         return " · ".join(parts)
+
+
+def data_name(data_dir: str | Path) -> str:
+    """A data set's name as its person knows it: an uploaded folder is kept under an id (uploads/<id>/<its name>),
+    a zip by its file name."""
+    path = Path(str(data_dir))
+    if path.parent.name == "uploads":
+        with contextlib.suppress(OSError):
+            inside = [d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+            if len(inside) == 1:
+                return inside[0]
+    return path.stem if path.suffix.lower() == ".zip" else path.name
 
 
 class RunWriter:
