@@ -26,6 +26,11 @@ from tl_core.runs import read_json, read_metrics
 PER_PAGE = 12
 
 
+def _same_split(run) -> dict:
+    """The run's split settings, so the next run is measured on the same validation pictures."""
+    return {k: run.config[k] for k in ("val_split", "test_split", "seed") if k in run.config}
+
+
 def _train_counts(run) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in (read_json(run.run_dir / "split.json", {}) or {}).get("files", []):
@@ -35,7 +40,7 @@ def _train_counts(run) -> dict[str, int]:
 
 
 def verdict_section(run, evaluation: Evaluation) -> None:
-    found = verdict(evaluation, run.config, _train_counts(run))
+    found = verdict(evaluation, run.config, _train_counts(run), run.summary)
     with st.container(border=True, key="evaluate_verdict"):
         st.markdown(f"#### {found.headline}")
         for line in found.findings:
@@ -49,14 +54,17 @@ def verdict_section(run, evaluation: Evaluation) -> None:
                 button_col.page_link(ui.PAGES["data"].path, label="Add pictures", icon=":material/add_photo_alternate:")
             elif advice.action == "threshold":
                 if button_col.button("Set this line", key=f"evaluate_advice_{i}"):
-                    st.session_state["evaluate_positive"] = advice.settings["positive"]
-                    st.session_state["evaluate_threshold"] = advice.settings["threshold"]
+                    st.session_state[f"evaluate_positive_{run.id}"] = advice.settings["positive"]
+                    st.session_state[f"evaluate_threshold_{run.id}"] = advice.settings["threshold"]
                     st.rerun()
             elif button_col.button("Set it up", key=f"evaluate_advice_{i}", help="Opens Train with this choice made."):
                 depth = None
                 if advice.action == "fine_tune":
                     depth = run.summary.get("total_blocks")
-                ui.prepare_training(run.config["data_dir"], run.config["backbone"], advice.settings, depth)
+                ui.prepare_training(
+                    run.config["data_dir"], run.config["backbone"], {**_same_split(run), **advice.settings}, depth,
+                    run.config["weights"],
+                )  # fmt: skip
     with st.expander("What the words mean"):
         st.markdown(
             "- **Recall** of a class: of its pictures, the share the model finds. A recall of 0.62 for *defective* "
@@ -120,20 +128,23 @@ def operating_point_section(run, evaluation: Evaluation) -> None:
         st.info("This run was trained before Headstart kept every class's probability: train again to set a line.")
         return
     if len(names) == 2:
-        if "evaluate_positive" not in st.session_state or st.session_state["evaluate_positive"] not in names:
+        if (
+            f"evaluate_positive_{run.id}" not in st.session_state
+            or st.session_state[f"evaluate_positive_{run.id}"] not in names
+        ):
             by_recall = sorted(evaluation.per_class, key=lambda r: (r["recall"] is None, r["recall"], r["support"]))
-            st.session_state["evaluate_positive"] = (saved or {}).get("positive", by_recall[0]["class"])
-        st.session_state.setdefault("evaluate_threshold", float((saved or {}).get("threshold", 0.5)))
+            st.session_state[f"evaluate_positive_{run.id}"] = (saved or {}).get("positive", by_recall[0]["class"])
+        st.session_state.setdefault(f"evaluate_threshold_{run.id}", float((saved or {}).get("threshold", 0.5)))
         c1, c2 = st.columns([1, 2])
         positive = c1.selectbox(
-            "The class to catch", names, key="evaluate_positive", help="Usually the one it is costly to miss."
+            "The class to catch", names, key=f"evaluate_positive_{run.id}", help="Usually the one it is costly to miss."
         )
         threshold = c2.slider(
             f"Say {positive} from this probability on",
             0.01,
             0.99,
             step=0.01,
-            key="evaluate_threshold",
+            key=f"evaluate_threshold_{run.id}",
             help="Lower: finds more of it, with more false alarms. Higher: fewer false alarms, more missed.",
         )
         rule = {"kind": "binary", "positive": positive, "threshold": round(float(threshold), 2)}
@@ -147,13 +158,13 @@ def operating_point_section(run, evaluation: Evaluation) -> None:
         left, right = st.columns(2)
         ui.chart(left, threshold_figure(table, threshold, positive), key="evaluate_threshold_chart")
     else:
-        st.session_state.setdefault("evaluate_not_sure", float((saved or {}).get("threshold", 0.0)))
+        st.session_state.setdefault(f"evaluate_not_sure_{run.id}", float((saved or {}).get("threshold", 0.0)))
         threshold = st.slider(
             "Answer only when at least this sure (else 'not sure')",
             0.0,
             0.99,
             step=0.01,
-            key="evaluate_not_sure",
+            key=f"evaluate_not_sure_{run.id}",
             help="Pictures under the line are answered 'not sure', for a person to look at.",
         )
         rule = {"kind": "not_sure_below", "threshold": round(float(threshold), 2)} if threshold > 0 else None
@@ -179,8 +190,8 @@ def operating_point_section(run, evaluation: Evaluation) -> None:
             st.rerun()
     if saved and b2.button("Back to the likeliest class", key="evaluate_clear_rule"):
         operating_point.save_rule(run.run_dir, None)
-        st.session_state.pop("evaluate_threshold", None)
-        st.session_state.pop("evaluate_not_sure", None)
+        st.session_state.pop(f"evaluate_threshold_{run.id}", None)
+        st.session_state.pop(f"evaluate_not_sure_{run.id}", None)
         st.rerun()
     st.caption(
         "Saved: "
@@ -303,12 +314,12 @@ def mislabels_section(run) -> None:
     ):
         with ui.user_errors("The new version could not be written"):
             folder = data_versions.write_version(manifest, changes)
-            st.session_state["evaluate_new_version"] = str(folder)
-    new = st.session_state.get("evaluate_new_version")
+            st.session_state[f"evaluate_new_version_{run.id}"] = str(folder)
+    new = st.session_state.get(f"evaluate_new_version_{run.id}")
     if new and Path(new).exists():
         st.success(f"Written: `{ui.plain(Path(new).name)}`. Train on it to see whether the model does better.")
         if st.button("Train on the new version", key="evaluate_train_version"):
-            ui.prepare_training(new, run.config["backbone"], {})
+            ui.prepare_training(new, run.config["backbone"], _same_split(run), weights=run.config["weights"])
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -430,10 +441,16 @@ def compare_section(run, evaluation: Evaluation) -> None:
             "epochs": r.summary.get("epochs_run"),
         }
         with ui.user_errors(f"Run {r.id} cannot be compared"):
-            for per_class in evaluate_run(r.run_dir).per_class:
+            for per_class in evaluate_run(r.run_dir, operating_point.read_rule(r.run_dir)).per_class:
                 row[f"finds {per_class['class']}"] = ui.pct(per_class["recall"])
         rows.append(row)
     st.dataframe(rows, hide_index=True, key="evaluate_compare_table")
     st.caption("'finds X' is the recall of class X: the share of its validation pictures the run labels X.")
-    curves = {r.title: [e for e in read_metrics(r.run_dir) if e.get("event") == "epoch"] for r in chosen}
+    titles = [r.title for r in chosen]
+    curves = {
+        (r.title if titles.count(r.title) == 1 else f"{r.title} ({r.id[-4:]})"): [
+            e for e in read_metrics(r.run_dir) if e.get("event") == "epoch"
+        ]
+        for r in chosen
+    }  # two runs started in the same minute keep a curve each
     ui.chart(st, compare_curves_figure(curves), key="evaluate_compare_curves")

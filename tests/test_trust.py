@@ -148,3 +148,18 @@ def test_pretrained_points_fit_heads_on_each_share(digits_dir):
     assert all(p["accuracy"] > 0.9 for p in points[1:])
     scratch = {1.0: 0.5}
     assert efficiency.sentence(points, scratch).startswith("Pretrained with 10% of the pictures")
+
+
+def test_a_version_of_a_data_set_with_its_own_split_folders_keeps_them(tmp_path):
+    from tests.conftest import write_image
+
+    for split, n in (("Train", 6), ("Val", 2)):
+        for name, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+            for i in range(n):
+                write_image(tmp_path / "pets" / split / name / f"{name}{i}.png", color=colour)
+    manifest = scan_dataset(tmp_path / "pets", seed=0)
+    version = write_version(manifest, {"Train/cat/cat0.png": "dog"}, tmp_path / "versions")
+    assert not (version / "train").exists() or (version / "train").samefile(version / "Train")
+    rescanned = scan_dataset(version, seed=0)
+    assert rescanned.class_counts("train") == {"cat": 5, "dog": 7}  # none lost to an empty 'train/' beside 'Train/'
+    assert not list((tmp_path / "versions").glob("*.tmp"))

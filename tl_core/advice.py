@@ -32,7 +32,7 @@ class Verdict:
     advice: list[Advice]
 
 
-def verdict(evaluation: Evaluation, config: dict, train_counts: dict[str, int]) -> Verdict:
+def verdict(evaluation: Evaluation, config: dict, train_counts: dict[str, int], summary: dict | None = None) -> Verdict:
     names, confusion = evaluation.class_names, evaluation.confusion
     right = int(np.trace(confusion))
     headline = f"It labels {right} of {evaluation.num_images} validation pictures right ({evaluation.accuracy:.1%})."
@@ -81,7 +81,7 @@ def verdict(evaluation: Evaluation, config: dict, train_counts: dict[str, int]) 
                 {"class_balanced": True},
             )
         )
-    if str(config.get("freeze")) == "all":
+    if str(config.get("freeze")) == "all" and not (summary or {}).get("auto"):  # Auto weighed fine-tuning already
         advice.append(
             Advice(
                 "fine_tune",

@@ -41,6 +41,16 @@ def write_version(manifest: DatasetManifest, changes: dict[str, str | None], par
     target = _next_free(parent, re.sub(r"-v\d+$", "", source.name))
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write(manifest, changes, tmp, source)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written version left behind
+        raise
+    tmp.rename(target)  # whole or not at all
+    return target
+
+
+def _write(manifest: DatasetManifest, changes: dict[str, str | None], tmp: Path, source: Path) -> None:
     for sample in manifest.samples:
         new_class = changes.get(sample.relpath, manifest.class_names[sample.label])
         if new_class is EXCLUDE:
@@ -49,8 +59,11 @@ def write_version(manifest: DatasetManifest, changes: dict[str, str | None], par
         at = 1 if manifest.user_split else 0  # train/<class>/... or <class>/...
         parts[at] = new_class
         _link_or_copy(Path(sample.path), _unused(tmp.joinpath(*parts)))
-    for name in manifest.class_names:  # a class the changes emptied still shows, and is reported by the scan
-        (tmp / name if not manifest.user_split else tmp / "train" / name).mkdir(parents=True, exist_ok=True)
+    # A class the changes emptied still shows, and is reported by the scan; inside the data set's own training
+    # folder, whatever its case ('Train/'): a second 'train/' beside it would hide it from the scanner.
+    train_folder = next((Path(s.relpath).parts[0] for s in manifest.samples if s.split == "train"), "train")
+    for name in manifest.class_names:
+        (tmp / train_folder / name if manifest.user_split else tmp / name).mkdir(parents=True, exist_ok=True)
     record = {
         "source": str(source),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -58,8 +71,6 @@ def write_version(manifest: DatasetManifest, changes: dict[str, str | None], par
         "excluded": sorted(k for k, v in changes.items() if v is EXCLUDE),
     }
     (tmp / RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-    tmp.rename(target)  # whole or not at all
-    return target
 
 
 def version_record(folder: str | Path) -> dict | None:

@@ -50,6 +50,7 @@ def scratch_config(run_config: dict, share: float = 1.0) -> TrainConfig:
         probe=False,
         feature_cache=False,
         train_share=share,
+        augment="auto",  # on, as every block trains: a fair baseline, not one held back
         epochs=max(int(config.epochs), SCRATCH_EPOCHS),
         lr=None,
     )

@@ -54,6 +54,12 @@ def pretrained_features(
     return torch.from_numpy(np.asarray(features)), hit
 
 
+def _is_a_runs_weights(weights: str) -> bool:
+    """A run's own model.safetensors (a continued run): it learnt these labels, so it cannot check them."""
+    path = Path(weights)
+    return path.name == "model.safetensors" and (path.parent / "summary.json").exists()
+
+
 def by_sample(manifest: DatasetManifest, features: torch.Tensor) -> torch.Tensor:
     """Features in the order of `manifest.samples` (the cache keeps one row per distinct picture)."""
     return features[torch.from_numpy(cache.rows_for(manifest, manifest.samples))]
@@ -86,7 +92,9 @@ def features_of_run(
             f"The pictures in '{config['data_dir']}' changed since run '{run_dir.name}' trained on them, so they "
             "cannot be checked against it. Train a new run on them, then look again."
         )
-    weights = config["weights"] if config["weights"] != "none" else "auto"
+    weights = config["weights"]
+    if weights == "none" or _is_a_runs_weights(weights):  # random, or already trained on these very labels
+        weights = "auto"
     img_size = config["input"]["img_size"]
     backbone = create_backbone(config["backbone"], len(manifest.class_names), weights, config["seed"], img_size)
     spec = InputSpec.from_data_config(backbone.data_config, img_size)  # the pretrained weights' own normalisation

@@ -449,6 +449,9 @@ def _summarise(setup: _Setup, run: _Run, status: str, history: list[dict], messa
         mirroring, kept_val = _choose_mirroring(setup, run)
         extra.update(mirroring)
         extra.update(_calibrate(setup, run.writer, kept_val))
+    elif status == "stopped" and history:  # stopped (by a person or Auto's deadline): calibrated all the same
+        _load_kept(setup, run.writer)
+        extra.update(_calibrate(setup, run.writer, _evaluate(setup, "val")))
     if len(setup.rows["test"]) and history:
         extra.update(_test_pass(setup, run.writer))
     if setup.probe is not None:

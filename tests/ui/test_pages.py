@@ -489,7 +489,7 @@ def test_evaluate_saves_the_line_that_predict_follows(open_page, finished_run, t
     shutil.copytree(finished_run, run)
     monkeypatch.setenv("HEADSTART_RUNS_DIR", str(tmp_path / "runs"))
     at = open_page("pages/evaluate.py", state={"hs_run": str(run)})
-    at.slider(key="evaluate_not_sure").set_value(0.9).run()
+    at.slider(key=f"evaluate_not_sure_{run.name}").set_value(0.9).run()
     probs = evaluate_run(run).probabilities
     answered = (probs.max(1) >= 0.9).mean()
     assert f"it answers **{answered:.0%}** of the pictures" in texts(at)
