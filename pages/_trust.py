@@ -248,12 +248,25 @@ def _open_mistake(run_dir: Path, mistake: dict) -> None:
                     width="stretch")  # fmt: skip
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _run_features(run_dir: str, weights_mtime: float):
+    """The run's pictures and pretrained features, loaded once for both analyses below."""
+    from tl_core.features import features_of_run
+
+    return features_of_run(run_dir)
+
+
+def _analysis(run, action: str, spinner: str, cached) -> object | None:
+    """cached(run_dir, weights_mtime) under a spinner, or None after saying why it failed."""
+    with st.spinner(spinner):
+        return ui.attempt(action, cached, str(run.run_dir), (run.run_dir / "model.safetensors").stat().st_mtime)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _suspects(run_dir: str, weights_mtime: float):
-    from tl_core.features import features_of_run
     from tl_core.mislabels import find_suspects
 
-    manifest, features, config = features_of_run(run_dir)
+    manifest, features, config = _run_features(run_dir, weights_mtime)
     return manifest, find_suspects(manifest, features, seed=config["seed"])
 
 
@@ -269,13 +282,12 @@ def mislabels_section(run) -> None:
         st.rerun()  # the button gives way to the list
     if not st.session_state.get(key):
         return
-    with st.spinner("Checking every picture against the others..."):
-        found = ui.attempt(
-            "The pictures could not be checked",
-            _suspects,
-            str(run.run_dir),
-            (run.run_dir / "model.safetensors").stat().st_mtime,
-        )
+    found = _analysis(
+        run,
+        "The pictures could not be checked",
+        "Checking every picture against the others...",
+        _suspects,
+    )
     if found is None:
         return
     manifest, suspects = found
@@ -324,18 +336,16 @@ def mislabels_section(run) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _pretrained_points(run_dir: str, weights_mtime: float) -> list[dict]:
-    from tl_core.features import features_of_run
-
-    manifest, features, config = features_of_run(run_dir)
+    manifest, features, config = _run_features(run_dir, weights_mtime)
     return efficiency.pretrained_points(manifest, features, seed=config["seed"])
 
 
-def transfer_section(run) -> None:
+def transfer_section(run, runs: list) -> None:
     st.subheader("What pretraining bought")
     if run.config.get("weights") == "none":
         st.caption("This run itself started from random weights; pick a pretrained run to compare with it.")
         return
-    twins = [r for r in ui.list_runs(with_model=True) if efficiency.is_scratch_twin(r.config, run.config)]
+    twins = [r for r in runs if efficiency.is_scratch_twin(r.config, run.config)]
     scratch = {float(r.config.get("train_share", 1.0)): r for r in twins}
     queued = {round(float(j.config.train_share), 2) for j in _scratch_jobs(run)}
     c1, c2 = st.columns(2)
@@ -373,13 +383,12 @@ def transfer_section(run) -> None:
             f"({other.summary.get('epochs_run')} epochs)."
         )
     if st.session_state.get(f"evaluate_efficiency_{run.id}"):
-        with st.spinner("Fitting heads on shares of the pictures..."):
-            points = ui.attempt(
-                "The pretrained points could not be measured",
-                _pretrained_points,
-                str(run.run_dir),
-                (run.run_dir / "model.safetensors").stat().st_mtime,
-            )
+        points = _analysis(
+            run,
+            "The pretrained points could not be measured",
+            "Fitting heads on shares of the pictures...",
+            _pretrained_points,
+        )
         if points:
             scratch_points = [
                 {"share": s, "num_train": r.summary.get("num_train"), "accuracy": r.summary.get("best_val_accuracy")}
@@ -416,8 +425,8 @@ def _queue_scratch(run, shares: list[float]) -> None:
         st.rerun()
 
 
-def compare_section(run, evaluation: Evaluation) -> None:
-    others = [r for r in ui.list_runs(with_model=True) if r.run_dir != run.run_dir]
+def compare_section(run, runs: list) -> None:
+    others = [r for r in runs if r.run_dir != run.run_dir]
     if not others:
         return
     st.subheader("Compare runs")

@@ -94,7 +94,8 @@ sections.calibration_section(run)
 sections.operating_point_section(run, evaluation)
 sections.mistakes_section(run, evaluation)
 sections.mislabels_section(run)
-sections.transfer_section(run)
-sections.compare_section(run, evaluation)
+runs = ui.list_runs(with_model=True)  # read once for the two sections that set runs side by side
+sections.transfer_section(run, runs)
+sections.compare_section(run, runs)
 
 ui.next_step("try the model on new pictures.", "predict", "Go to 5. Predict")

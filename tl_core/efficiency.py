@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, keep_training_share
@@ -21,8 +22,6 @@ SCRATCH_EPOCHS = 10  # at least: random weights learn nothing in the one 'epoch'
 
 def pretrained_points(manifest: DatasetManifest, features, seed: int = 0, shares=SHARES) -> list[dict]:
     """For each share: the fitted head's validation accuracy when trained on that share of the training pictures."""
-    import torch
-
     val = [i for i, s in enumerate(manifest.samples) if s.split == "val"]
     y_val = np.array([manifest.samples[i].label for i in val])
     points = []

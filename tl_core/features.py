@@ -43,9 +43,10 @@ def pretrained_features(
         with torch.no_grad(), autocast(device):
             for start in range(0, len(images), BATCH):
                 end = min(start + BATCH, len(images))
-                x = to_model_input(cache.to_batch(images, np.arange(start, end), device), spec)
-                out.append(model.forward_head(model.forward_features(on_device_layout(x, device)), pre_logits=True))
-                out[-1] = out[-1].float().cpu()
+                x = on_device_layout(
+                    to_model_input(cache.to_batch(images, np.arange(start, end), device), spec), device
+                )
+                out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
                 if report:
                     report(end, len(images))
         return torch.cat(out).numpy()
