@@ -284,6 +284,14 @@ def device_description() -> str:
 
 
 @st.cache_resource(show_spinner=False)
+def device_choices() -> list:
+    """The devices this server can train on (tl_core.devices.device_choices): found once, as CUDA is touched once."""
+    from tl_core.devices import device_choices as found
+
+    return found()
+
+
+@st.cache_resource(show_spinner=False)
 def device_type() -> str:
     from tl_core.devices import pick_device
 

@@ -84,6 +84,38 @@ def make_config(depth: int, **overrides) -> TrainConfig:
 
 
 # ---------------------------------------------------------------- settings
+def device_setting(mode: str) -> None:
+    """Where to train: each count of this server's GPUs, or its CPU. Several GPUs train as one run under torchrun
+    (DDP): the choice sets the run's device and number of processes."""
+    choices = ui.device_choices()
+    labels = [c.label for c in choices]
+    remembered = ui.restored("train_device_choice", labels[0])
+    label = st.selectbox(
+        "Train on",
+        labels,
+        index=labels.index(remembered) if remembered in labels else 0,
+        key="train_device_choice",
+        persist_state="session",
+        disabled=len(labels) == 1,
+        help="Only this computer's CPU was found, so that is where it trains."
+        if len(labels) == 1
+        else "Several GPUs train one model together: each step's pictures are shared out between them, and the "
+        "gradients averaged (PyTorch DDP, started by torchrun). Worth it for many pictures or a large backbone; a "
+        "small run starts faster on one.",
+    )
+    choice = choices[labels.index(label)]
+    processes = 1 if mode == "auto" else choice.processes
+    st.session_state["train_device"], st.session_state["train_processes"] = choice.device, processes
+    if choice.processes > 1 and mode == "auto":
+        st.caption("Auto decides as it goes from the time each step takes, so it trains on one of these GPUs.")
+    elif processes > 1:
+        per_gpu = max(1, st.session_state.get("train_batch_size", DEFAULTS["batch_size"]) // processes)
+        st.caption(
+            f"{processes} processes, one per GPU: each step takes {per_gpu} pictures on each GPU, "
+            f"{per_gpu * processes} in all (the batch size above)."
+        )
+
+
 # While a job runs (or just ended), its progress comes first and the settings for the next one below it.
 live_first = ui.job_to_show() is not None
 if live_first:
@@ -237,6 +269,7 @@ with setup:
         options=[4, 8, 16, 32, 64, 128],
         help="Pictures per training step. Lower it if the computer runs out of memory.",
     )
+    device_setting(mode)
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
         config_setting(
@@ -349,7 +382,6 @@ with setup:
             "zero and trains by epochs.",
         )
         on_gpu = ui.device_type() == "cuda"
-        config_setting(a1.selectbox, "Device", "device", options=["auto", "cpu"] + (["cuda"] if on_gpu else []))
         config_setting(
             a2.toggle,
             "Compile the model",
@@ -372,6 +404,7 @@ with setup:
                     weights=quick_weights,
                     augment="off",
                     feature_cache=True,
+                    processes=1,  # a head fitted in seconds: not worth starting processes for
                 ),
             }
     # One click, one job: a button whose exact training is already queued or running is off, and says where it is.
@@ -436,7 +469,9 @@ def show_progress(snap) -> None:
         how_long = f"Auto, {BUDGETS.get(cfg.get('budget') or 'best', cfg.get('budget'))}: now " + how_long
     what = f"{label_for(cfg['backbone'])}, {how_long}, {frozen}"
     state = "stopping at the next step..." if snap.stopping else snap.state
-    st.markdown(f"**{snap.id}** · {what} · on {snap.device} · **{state}**")
+    processes = snap.config.get("processes", 1)
+    where = snap.device if processes == 1 else f"{processes} × {snap.device} together (DDP)"
+    st.markdown(f"**{snap.id}** · {what} · on {where} · **{state}**")
     if snap.state == "queued":
         st.info(
             f"Waiting: {snap.queue_position} job(s) ahead of this one on {snap.device}. It starts by itself; you can "

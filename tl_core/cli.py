@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -46,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_config_options(t)
     t.add_argument("--json", action="store_true", help="print the summary as JSON on the last line of stdout")
+    t.add_argument(
+        "--events",
+        action="store_true",
+        help="print every training event as one JSON line on stdout, in place of the progress bar (for a program "
+        "that follows the run, as the web app's job queue does)",
+    )
+    t.add_argument(
+        "--stop-file",
+        metavar="PATH",
+        help="stop at the next step once this file exists (how the job queue stops a run of several processes)",
+    )
     t.set_defaults(func=_train)
 
     c = commands.add_parser("resume", help="continue a run that was cut off (killed, crashed, disk full)")
@@ -129,10 +141,31 @@ def config_argv(config) -> list[str]:
 
 
 def _train(args) -> int:
+    from tl_core import distributed
     from tl_core.config import TrainConfig
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name in args})
-    return _run_and_report(config, args.json)
+    if config.processes > 1 and not distributed.launched():
+        return _train_in_processes(config, args)
+    should_stop = (lambda: os.path.exists(args.stop_file)) if args.stop_file else None
+    try:
+        return _run_and_report(config, args.json, _EventPrinter() if args.events else None, should_stop)
+    finally:
+        distributed.leave()
+
+
+def _train_in_processes(config, args) -> int:
+    """`--processes N` from a plain command line: the same command again under torchrun, N processes on this
+    machine (for several machines, start torchrun yourself: see the README)."""
+    from tl_core import distributed
+
+    own = ["--json"] * args.json + ["--events"] * args.events + ["--stop-file", args.stop_file] * bool(args.stop_file)
+    status, report = distributed.run_processes(
+        config_argv(config) + own, config.processes, lambda line: print(line, end="", flush=True), echo_errors=True
+    )
+    if status != 0:
+        print(f"headstart: {distributed.failure_sentence(report, config.processes)}", file=sys.stderr)
+    return status
 
 
 def _resume(args) -> int:
@@ -141,14 +174,17 @@ def _resume(args) -> int:
     return _run_and_report(TrainConfig.for_resume(args.run_dir), args.json)
 
 
-def _run_and_report(config, as_json: bool) -> int:
+def _run_and_report(config, as_json: bool, on_event=None, should_stop=None) -> int:
+    from tl_core import distributed
     from tl_core.auto import run_strategy
 
-    bar = _ProgressPrinter()
+    bar = on_event or _ProgressPrinter()
     try:
-        summary = run_strategy(config, on_event=bar)
+        summary = run_strategy(config, on_event=bar, should_stop=should_stop)
     finally:
         bar.close()
+    if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
+        return 0 if summary["status"] in ("finished", "stopped") else 1  # rank 0 reports for them all
     if as_json:
         print(json.dumps(summary, default=str))
     else:
@@ -212,6 +248,24 @@ def _runs(args) -> int:
             acc = row["best_val_accuracy"]
             print(f"{run.id}  {run.status:<11}  {row['backbone']:<24}  {'-' if acc is None else f'{acc:.1%}'}")
     return 0
+
+
+class _EventPrinter:
+    """Every event as one JSON line on stdout (`--events`), for a program that follows the run."""
+
+    def __init__(self):
+        self._out = sys.stdout
+
+    def __call__(self, event: events.Event) -> None:
+        if self._out is None:
+            return
+        try:
+            print(json.dumps(event.record(), default=str), file=self._out, flush=True)
+        except (BrokenPipeError, OSError):  # the follower went away (the web app stopped): the run goes on
+            self._out = None
+
+    def close(self) -> None:
+        pass
 
 
 class _ProgressPrinter:

@@ -87,6 +87,14 @@ class TrainConfig:
         ),
     )
     device: str = field(default="auto", metadata=_option("where to train", choices=DEVICES))
+    processes: int = field(
+        default=1,
+        metadata=_option(
+            "processes that train together, one per GPU (DDP under torchrun; on a CPU, 2 share its cores); 1 trains in "
+            "this process",
+            metavar="N",
+        ),
+    )
     runs_dir: str = field(
         default_factory=lambda: str(settings.runs_dir()), metadata=_option("where run folders go", metavar="DIR")
     )
@@ -154,6 +162,13 @@ class TrainConfig:
             parse_budget(self.budget)  # a sentence now rather than a failure after the first model
         if not 0 < float(self.train_share) <= 1:
             raise ValueError(f"The share of training pictures must be above 0 and at most 1, not {self.train_share}.")
+        if int(self.processes) < 1:
+            raise ValueError(f"The number of processes must be at least 1, not {self.processes}.")
+        if int(self.processes) > 1 and self.strategy == "auto":
+            raise ValueError(
+                "Auto decides as it trains from the time each step takes, so it trains in one process; choose a "
+                "strategy by hand to train on several GPUs."
+            )
         if self.device not in DEVICES:
             raise ValueError(f"The device is one of {', '.join(DEVICES)}, not '{self.device}'.")
 
@@ -202,4 +217,5 @@ class TrainConfig:
         except (OSError, ValueError):
             raise ValueError(f"'{run_dir}' is not a Headstart run folder (it has no readable config.json).") from None
         names = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in saved.items() if k in names}, "resume": str(run_dir)})
+        # in one process, whatever it had: its steps are the same (tl_core.distributed), and it needs no torchrun
+        return cls(**{**{k: v for k, v in saved.items() if k in names}, "resume": str(run_dir), "processes": 1})

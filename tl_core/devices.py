@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -43,3 +44,31 @@ def autocast(device: torch.device):
 def on_device_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """channels_last on CUDA, where convolutions run faster in it."""
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """One way to train, as the Train page offers it: a device, and how many of them train together."""
+
+    label: str
+    device: str  # TrainConfig.device
+    processes: int = 1  # TrainConfig.processes: more than 1 is DDP under torchrun, one process per GPU
+
+
+def device_choices(gpus: list[str] | None = None, apple_gpu: bool | None = None) -> list[DeviceChoice]:
+    """Every GPU count from 1 to all of them (when there are several), Apple's GPU, then the CPU; `gpus` (their
+    names) and `apple_gpu` default to what this machine has."""
+    if gpus is None:
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if apple_gpu is None:
+        apple_gpu = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    choices = []
+    for n in range(1, len(gpus) + 1):
+        names = sorted(set(gpus[:n]))
+        kind = names[0] if len(names) == 1 else ", ".join(names)
+        together = f"All {n} GPUs" if n == len(gpus) else f"{n} GPUs"
+        choices.append(DeviceChoice(f"GPU: {kind}" if n == 1 else f"{together} together ({kind})", "cuda", n))
+    if apple_gpu and not gpus:
+        choices.append(DeviceChoice("Apple GPU (MPS)", "mps"))
+    choices.append(DeviceChoice(f"CPU ({os.cpu_count() or 1} cores)", "cpu"))
+    return choices

@@ -139,3 +139,18 @@ class Ended(Event):
 
     def record(self) -> dict:
         return {"event": self.kind, "time": round(time.time(), 3), **self.summary}
+
+
+_KINDS = {cls.kind: cls for cls in (Created, Progress, Started, Schedule, FeatureCache, Step, EpochEnd, Message, Ended)}
+
+
+def from_record(record: dict) -> Event | None:
+    """The event a metrics.jsonl line (or a training process's `--events` output) records; None for other lines."""
+    kind = _KINDS.get(record.get("event"))
+    if kind is None:
+        return None
+    fields_of = {k: v for k, v in record.items() if k not in ("event", "time")}
+    if kind is Ended:
+        return Ended(fields_of)
+    names = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in fields_of.items() if k in names})

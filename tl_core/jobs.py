@@ -6,22 +6,33 @@ any time, `job.stop()` takes effect within one training step (or removes a job s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
+import json
 import queue
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from tl_core import events
+from tl_core import distributed, events
 from tl_core.auto import run_strategy
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest
 from tl_core.devices import pick_device
-from tl_core.errors import user_message
+from tl_core.errors import HeadstartError, user_message
+from tl_core.runs import read_json, summary_from_log, write_json_atomic
 
 ACTIVE_STATES = ("queued", "running")
+
+
+class TrainingProcessError(HeadstartError):
+    """A training over several processes ended without its summary (one of them died, or torchrun failed)."""
 
 
 @dataclass
@@ -78,6 +89,7 @@ class Job:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self.launcher: subprocess.Popen | None = None  # torchrun, while a training of several processes runs
         self._snap = JobSnapshot(
             job_id,
             device,
@@ -140,7 +152,10 @@ class Job:
             self._snap.started_at = time.time()
         summary, error = None, None
         try:
-            summary = run_strategy(self.config, self._on_event, self._stop.is_set, self._manifest)
+            if self.config.processes > 1:
+                summary = self._run_in_processes()
+            else:
+                summary = run_strategy(self.config, self._on_event, self._stop.is_set, self._manifest)
             state = summary["status"]
         except Exception as exc:  # noqa: BLE001 - a failed job reports; the worker thread must live on
             state, error = "failed", user_message(exc)
@@ -151,6 +166,56 @@ class Job:
             self._snap.error = error
             self._snap.ended_at = time.time()
             self._done.set()
+
+    def _run_in_processes(self) -> dict:
+        """Several processes train together: torchrun in a subprocess (this process may have touched CUDA, so it
+        cannot start them itself), rank 0's events read from its stdout as they come, a stop passed on as a file."""
+        from tl_core.cli import config_argv
+
+        folder = Path(tempfile.mkdtemp(prefix="headstart-job-"))
+        stop_file, ended, over = folder / "stop", {}, threading.Event()
+
+        def pass_stop_on() -> None:
+            while not over.is_set():
+                if self._stop.wait(0.25):
+                    with contextlib.suppress(OSError):  # the run ended meanwhile and its folder went
+                        stop_file.touch()
+                    return
+
+        def on_line(line: str) -> None:
+            try:
+                event = events.from_record(json.loads(line))
+            except (ValueError, TypeError):
+                return  # not an event: a warning a library printed
+            if event is not None:
+                self._on_event(event)
+                if isinstance(event, events.Ended):
+                    ended["summary"] = event.summary
+
+        threading.Thread(target=pass_stop_on, daemon=True).start()
+        try:
+            args = config_argv(self.config) + ["--events", "--stop-file", str(stop_file)]
+            status, report = distributed.run_processes(args, self.config.processes, on_line, self._started_launcher)
+        finally:
+            over.set()
+            self.launcher = None
+            shutil.rmtree(folder, ignore_errors=True)
+        if status == 0 and "summary" in ended:
+            return ended["summary"]
+        sentence = distributed.failure_sentence(report, self.config.processes)
+        self._record_failure(sentence)
+        raise TrainingProcessError(sentence)
+
+    def _started_launcher(self, process: subprocess.Popen) -> None:
+        self.launcher = process
+
+    def _record_failure(self, sentence: str) -> None:
+        """The run folder's failed summary says what torchrun saw: rank 0 may have been killed before it could
+        write one, or have written only that another process was gone."""
+        run_dir = self.snapshot().run_dir
+        if run_dir and (read_json(Path(run_dir) / "summary.json", {}) or {}).get("status") in (None, "failed"):
+            summary = summary_from_log(Path(run_dir), "failed", sentence, asdict(self.config))
+            write_json_atomic(Path(run_dir) / "summary.json", summary)
 
 
 class JobManager:

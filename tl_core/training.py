@@ -21,13 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DistributedSampler
 
-from tl_core import cache, calibration, limits
+from tl_core import cache, calibration, distributed, limits
 from tl_core.backbones import Backbone, create_backbone
 from tl_core.config import TrainConfig
 from tl_core.data import DatasetManifest, keep_training_share, scan_dataset
 from tl_core.decision import calibrated_probabilities
-from tl_core.devices import autocast, describe_device, on_device_layout, pick_device
+from tl_core.devices import autocast, describe_device, on_device_layout
+from tl_core.distributed import World
 from tl_core.errors import DataError, RunNotFoundError, user_message
 from tl_core.events import Created, Ended, EpochEnd, Event, FeatureCache, Message, Progress, Schedule, Started, Step
 from tl_core.features import pretrained_features
@@ -55,6 +57,7 @@ class _Run:
     writer: RunWriter
     on_event: EventSink | None
     should_stop: Callable[[], bool]
+    world: World = field(default_factory=World)  # the processes training together (rank 0 of 1 when alone)
     start: dict = field(default_factory=dict)  # the Started event's fields, once known
 
     def emit(self, event: Event) -> None:
@@ -63,8 +66,20 @@ class _Run:
             self.on_event(event)
 
     def check_stop(self) -> None:
+        """In work this process does on its own (scanning, building caches, the wrap-up on rank 0)."""
         if self.should_stop():
             raise StopRequested
+
+    def check_stop_together(self) -> None:
+        """At a point every process reaches at the same step: a stop asked of rank 0 ends them all there."""
+        if self.world.agree(self.should_stop()):
+            raise StopRequested
+
+    def check_stop_alone(self) -> None:
+        """In a pass the processes share (validation): only when training alone, or one would wait for the others
+        forever; with several, the next step's `check_stop_together` stops them."""
+        if not self.world.active:
+            self.check_stop()
 
     def progress(self, stage: str) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
@@ -89,6 +104,7 @@ class _Setup:
     device: torch.device
     spec: InputSpec
     generator: torch.Generator  # the augmentation's random draws
+    world: World = field(default_factory=World)
     probe: Probe | None = None  # the fitted head the training starts from (or, backbone frozen, is)
     mirror: bool = False  # predictions average each picture's with its mirror image's (test-time augmentation)
 
@@ -99,10 +115,9 @@ class _Loop:
 
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
-    rng: np.random.Generator
     total_images: int
     warmup_images: float
-    batch_size: int
+    batch_size: int  # the global batch: the pictures of one step over every process
     images_seen: int = 0
     train_time: float = 0.0
     step: int = 0
@@ -122,10 +137,19 @@ def train(
     """Run one training to its end and return the summary (also written to the run folder).
 
     `manifest`, when given, is the data set as already scanned (the web app scanned it to show it): not read again.
+    Started by torchrun with other processes, this one trains its share of every step (tl_core.distributed).
     """
+    world = distributed.join(config.device)
+    if world.active and config.resume:
+        raise ValueError(
+            f"A run that was cut off continues in one process: python -m tl_core resume {config.resume} (the steps are "
+            "the same whatever the number of processes)."
+        )
+    if not world.main:
+        return _train_as_helper(config, world)
     limits.check_free_space(config.runs_dir, what="Resuming the run" if config.resume else "A new run")
     writer = RunWriter.reopen(config.resume) if config.resume else RunWriter(config.runs_dir, config.backbone)
-    run = _Run(writer, on_event, should_stop or (lambda: False))
+    run = _Run(writer, on_event, should_stop or (lambda: False), world)
     started = time.monotonic()
     run.emit(Created(str(run.writer.run_dir)))
     try:
@@ -133,11 +157,37 @@ def train(
     except StopRequested:
         summary = build_summary(run.writer.run_dir, "stopped", run.start, [], "Stopped before training began.")
     except Exception as exc:
-        failed = summary_from_log(run.writer.run_dir, "failed", user_message(exc), asdict(config))
+        said = distributed.lost_peer_message(exc, world) or user_message(exc)
+        failed = summary_from_log(run.writer.run_dir, "failed", said, asdict(config))
         with contextlib.suppress(OSError):  # a full disk fails this too; the reason on its way up is the one to tell
             _finish(run, config, failed, started)
+        if said != user_message(exc):
+            raise distributed.PeerLost(said) from exc
         raise
     return _finish(run, config, summary, started)
+
+
+class _QuietWriter:
+    """A helper process's stand-in for the run folder, which rank 0 alone writes."""
+
+    run_dir = None
+    opened_at = 0.0
+
+    def log(self, event: dict) -> None: ...
+    def write_json(self, name: str, payload) -> None: ...
+    def save_weights(self, model: nn.Module) -> None: ...
+    def save_checkpoint(self, state: dict) -> None: ...
+    def write_predictions(self, *args, **kwargs) -> None: ...
+    def close(self) -> None: ...
+
+
+def _train_as_helper(config: TrainConfig, world: World) -> dict:
+    """A process other than rank 0: it trains its share of every step, and writes and says nothing."""
+    run = _Run(_QuietWriter(), None, lambda: False, world)  # type: ignore[arg-type]
+    try:
+        return _fit(_prepare(config, run, None), run)
+    except StopRequested:
+        return {"status": "stopped", "rank": world.rank}
 
 
 def _finish(run: _Run, config: TrainConfig, summary: dict, started: float) -> dict:
@@ -171,15 +221,18 @@ def _write_tensorboard(run: _Run) -> None:
 
 def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -> _Setup:
     """Data, backbone, freezing, caches: everything the loop needs, with the run folder's first files written."""
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    if manifest is None:
-        manifest = scan_dataset(
-            config.data_dir,
-            val_fraction=config.val_split,
-            test_fraction=config.test_split,
-            seed=config.seed,
-            on_progress=run.progress("scan"),
+    world, device = run.world, run.world.device
+    torch.manual_seed(config.seed)  # the same new head in every process
+    if manifest is None:  # scanned once, by rank 0, and sent to the others
+        manifest = world.from_main(
+            lambda: scan_dataset(
+                config.data_dir,
+                val_fraction=config.val_split,
+                test_fraction=config.test_split,
+                seed=config.seed,
+                on_progress=run.progress("scan"),
+            ),
+            StopRequested,
         )
     manifest = keep_training_share(manifest, config.train_share, config.seed)
     _check_splits(manifest)
@@ -208,19 +261,25 @@ def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -
         model.to(memory_format=torch.channels_last)
     rows = {split: cache.rows_for(manifest, manifest.split(split)) for split in SPLITS}
     labels = {split: torch.tensor([s.label for s in manifest.split(split)], dtype=torch.long) for split in SPLITS}
-    features = (
-        _backbone_features(config, run, backbone, spec, manifest, device)
-        if config.probe or config.feature_cache
-        else None
-    )
+    with world.main_first(StopRequested):  # built on disk by one process per machine, then read by the others
+        features = (
+            _backbone_features(config, run, backbone, spec, manifest, device)
+            if config.probe or config.feature_cache
+            else None
+        )
+        images = (
+            None
+            if config.feature_cache
+            else cache.decoded_images(manifest, spec.cache_size, on_progress=run.progress("decode"))
+        )
     probe = _fit_probe(config, run, model, features[rows["train"]], labels["train"]) if config.probe else None
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed + world.rank)  # each process its own crops and flips
     if config.feature_cache:
-        trained_module, batch_logits = _head_on_features(model, features, device)
+        trained_module, batch_logits = _head_on_features(model, features, device, world)
     else:
-        trained_module, batch_logits = _whole_model(config, run, model, spec, manifest, device, generator)
+        trained_module, batch_logits = _whole_model(config, model, images, spec, device, generator, world)
     return _Setup(
-        config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, generator, probe
+        config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, generator, world, probe
     )
 
 
@@ -295,25 +354,32 @@ def _fit_probe(config, run, model: nn.Module, features: torch.Tensor, labels: to
     return probe
 
 
-def _head_on_features(model: nn.Module, features: torch.Tensor, device):
+def _head_on_features(model: nn.Module, features: torch.Tensor, device, world: World):
     """The head alone, trained on the frozen backbone's cached features."""
     head = model.get_classifier()
+    trainer = world.wrap(head)
 
     def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
-        return head(features[batch_rows].to(device, non_blocking=True))
+        return (trainer if training else head)(features[batch_rows].to(device, non_blocking=True))
 
     return head, batch_logits
 
 
-def _whole_model(config, run, model, spec, manifest, device, generator: torch.Generator):
-    """Every picture through the model at every step, augmented when training asks for it."""
-    images = cache.decoded_images(manifest, spec.cache_size, on_progress=run.progress("decode"))
-    forward = torch.compile(model) if config.compile and device.type == "cuda" else model
+def _whole_model(config, model, images: np.ndarray, spec, device, generator: torch.Generator, world: World):
+    """Every picture through the model at every step, augmented when training asks for it. Training steps go
+    through DDP when several processes train; validation, split between them, through the model itself (DDP's
+    forward is a collective, and the processes' shares of validation differ by a batch)."""
+
+    def compiled(module: nn.Module) -> nn.Module:
+        return torch.compile(module) if config.compile and device.type == "cuda" else module
+
+    trainer = compiled(world.wrap(model))
+    forward = compiled(model) if world.active else trainer
     augment = config.augment == "on"
 
     def batch_logits(batch_rows: np.ndarray, training: bool) -> torch.Tensor:
         x = to_model_input(cache.to_batch(images, batch_rows, device), spec, augment and training, generator)
-        return forward(on_device_layout(x, device))
+        return (trainer if training else forward)(on_device_layout(x, device))
 
     return model, batch_logits
 
@@ -333,7 +399,7 @@ def _fit(setup: _Setup, run: _Run) -> dict:
     try:
         for epoch in range(done + 1, config.epochs + 1):
             train_loss, train_accuracy = _train_epoch_shrinking_on_oom(setup, loop, run, epoch)
-            val = _evaluate(setup, "val", run.check_stop)
+            val = _evaluate(setup, "val", run.check_stop_alone)
             best_so_far = max((h["val_accuracy"], -h["val_loss"]) for h in history) if history else None
             improved = best_so_far is None or (val["accuracy"], -val["loss"]) > best_so_far
             record = EpochEnd(
@@ -354,12 +420,17 @@ def _fit(setup: _Setup, run: _Run) -> dict:
                 break
     except StopRequested:
         status, message = "stopped", f"Stopped on request after {len(history)} complete epoch(s)."
+    if not setup.world.main:
+        return {"status": status, "rank": setup.world.rank}
+    processes = setup.world.size
+    setup = replace(setup, world=World(device=setup.device))  # the helpers are done: the wrap-up is rank 0's alone
     extra = {
         "step_seconds": round(loop.train_time, 2),  # time in optimisation steps only
         "train_images_per_second": round(loop.images_per_second, 2),
         "batch_size": loop.batch_size,
         "feature_cache": config.feature_cache,
         "input": run.start["input"],
+        "processes": processes,
     }
     return _summarise(setup, run, status, history, message, extra)
 
@@ -372,7 +443,6 @@ def _save_checkpoint(setup: _Setup, loop: _Loop, history: list[dict], writer: Ru
             "model": setup.model.state_dict(),
             "optimizer": loop.optimizer.state_dict(),
             "loop": {k: getattr(loop, k) for k in ("images_seen", "train_time", "step", "batch_size", "lr")},
-            "shuffle_rng": loop.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "augment_rng": setup.generator.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else None,
@@ -399,7 +469,6 @@ def _resume(setup: _Setup, loop: _Loop, run: _Run) -> list[dict]:
     loop.optimizer.load_state_dict(state["optimizer"])
     for name, value in state["loop"].items():
         setattr(loop, name, value)
-    loop.rng.bit_generator.state = state["shuffle_rng"]
     torch.set_rng_state(state["torch_rng"])
     setup.generator.set_state(state["augment_rng"])
     if state.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -423,6 +492,9 @@ def _this_attempt(writer: RunWriter) -> Callable[[dict], bool]:
 
 def _fit_done_by_probe(setup: _Setup, run: _Run) -> dict:
     """Backbone frozen: the probe's head is the trained model. One evaluation, recorded as the run's one epoch."""
+    if not setup.world.main:  # nothing to share out: rank 0 measures and writes it
+        return {"status": "finished", "rank": setup.world.rank}
+    setup = replace(setup, world=World(device=setup.device))
     if setup.config.resume:  # a fit of seconds: done again
         run.writer.trim_metrics(_this_attempt(run.writer))
     tick = time.perf_counter()
@@ -438,6 +510,7 @@ def _fit_done_by_probe(setup: _Setup, run: _Run) -> dict:
         "batch_size": len(setup.rows["train"]),
         "feature_cache": True,
         "input": run.start["input"],
+        "processes": 1,
     }
     return _summarise(setup, run, "finished", [asdict(record)], setup.probe.sentence(), extra)
 
@@ -473,17 +546,27 @@ def _new_loop(setup: _Setup, run: _Run) -> _Loop:
         label_smoothing=config.label_smoothing,
     )
     total_images = config.epochs * num_train
+    world = setup.world
+    per_process = max(1, min(config.batch_size, num_train) // world.size)
+    if world.active:
+        run.emit(
+            Message(
+                f"{world.size} processes train together (DDP): each step takes {per_process} pictures on each, "
+                f"{per_process * world.size} in all."
+            )
+        )
     loop = _Loop(
         optimizer=torch.optim.AdamW(
             _param_groups(setup.model, setup.plan, config, head_from_zero=setup.probe is None), lr=config.lr
         ),
         criterion=criterion,
-        rng=np.random.default_rng(config.seed),
         total_images=total_images,
         warmup_images=min(config.warmup_epochs * num_train, total_images / 2),
-        batch_size=max(1, min(config.batch_size, num_train)),
+        batch_size=per_process * world.size,
     )
-    run.emit(Schedule(planned_lrs(num_train, loop.batch_size, config.epochs, config.lr, loop.warmup_images)))
+    run.emit(
+        Schedule(planned_lrs(num_train, loop.batch_size, config.epochs, config.lr, loop.warmup_images, world.size))
+    )
     return loop
 
 
@@ -494,7 +577,7 @@ def _train_epoch_shrinking_on_oom(setup: _Setup, loop: _Loop, run: _Run, epoch: 
         try:
             return _train_epoch(setup, loop, run, epoch)
         except torch.cuda.OutOfMemoryError:
-            if loop.batch_size == 1:
+            if loop.batch_size == 1 or setup.world.active:  # one process cannot shrink alone: the run fails, saying so
                 raise
             loop.images_seen, loop.train_time, loop.step = before.images_seen, before.train_time, before.step
             loop.batch_size //= 2
@@ -504,18 +587,26 @@ def _train_epoch_shrinking_on_oom(setup: _Setup, loop: _Loop, run: _Run, epoch: 
 
 
 def _train_epoch(setup: _Setup, loop: _Loop, run: _Run, epoch: int) -> tuple[float, float]:
-    """One pass over the shuffled training images; returns (mean loss, accuracy)."""
+    """One pass over the shuffled training images; returns (mean loss, accuracy).
+
+    The shuffle is PyTorch's DistributedSampler, seeded by the run's seed and the epoch: each process takes every
+    size-th picture of the same permutation, so its k-th batch is its part of the k-th global batch, and the steps
+    are those of one process with the whole batch."""
     if setup.trained_module is setup.model:
         set_train_mode(setup.model, keep_statistics=setup.probe is not None)  # frozen BatchNorm layers stay in eval
     else:
         setup.trained_module.train()
-    num_train = len(setup.rows["train"])
-    shuffle = loop.rng.permutation(num_train)
-    order, order_labels = setup.rows["train"][shuffle], setup.labels["train"][torch.from_numpy(shuffle)]
-    batches = _batches(num_train, loop.batch_size)
+    world, num_train = setup.world, len(setup.rows["train"])
+    sampler = DistributedSampler(
+        range(num_train), num_replicas=world.size, rank=world.rank, shuffle=True, seed=setup.config.seed
+    )
+    sampler.set_epoch(epoch)
+    mine = torch.tensor(list(sampler), dtype=torch.long)
+    order, order_labels = setup.rows["train"][mine.numpy()], setup.labels["train"][mine]
+    batches = _epoch_batches(num_train, loop.batch_size, world.size)
     loss_sum, correct = 0.0, 0
     for index, (start, end) in enumerate(batches, start=1):
-        run.check_stop()
+        run.check_stop_together()
         loss, n_correct = _train_step(setup, loop, order[start:end], order_labels[start:end])
         loss_sum += loss * (end - start)
         correct += n_correct
@@ -533,7 +624,8 @@ def _train_epoch(setup: _Setup, loop: _Loop, run: _Run, epoch: int) -> tuple[flo
                 round((loop.total_images - loop.images_seen) / speed, 1),
             )  # fmt: skip
         )
-    return loss_sum / num_train, correct / num_train
+    loss_sum, correct, seen = world.sum(loss_sum, correct, len(mine))
+    return loss_sum / seen, correct / seen
 
 
 def _train_step(setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tensor) -> tuple[float, int]:
@@ -551,7 +643,7 @@ def _train_step(setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tens
     loop.optimizer.step()
     loss_value = loss.item()  # waits for the device, so the step time below is real
     loop.train_time += time.perf_counter() - tick
-    loop.images_seen += len(rows)
+    loop.images_seen += len(rows) * setup.world.size  # every process's part of the step is as large
     loop.step += 1
     return loss_value, int((logits.argmax(1) == y).sum())
 
@@ -578,22 +670,24 @@ def _evaluate(setup: _Setup, split: str, check_stop: Callable[[], None] = lambda
 
 
 def _log_probabilities(setup: _Setup, split: str, check_stop: Callable[[], None], mirrored: bool = False):
-    """N x classes log-probabilities of a split's pictures (on the CPU), or of their mirror images."""
+    """N x classes log-probabilities of a split's pictures (on the CPU), or of their mirror images. Several
+    processes each compute their share and gather the whole."""
     setup.trained_module.eval()
     setup.model.eval()
     rows = setup.rows[split]
+    mine = np.arange(len(rows))[setup.world.share(len(rows))]
     out = [torch.zeros(0, len(setup.manifest.class_names))]
     with torch.no_grad():
-        for start, end in _batches(len(rows), 64):
+        for start, end in _batches(len(mine), 64):
             check_stop()
             with autocast(setup.device):
                 if mirrored:
-                    x = to_model_input(_pictures(setup, split, start, end), setup.spec)
+                    x = to_model_input(_pictures(setup, split, mine[start:end]), setup.spec)
                     logits = setup.model(on_device_layout(x.flip(-1), setup.device))
                 else:
-                    logits = setup.batch_logits(rows[start:end], False)
+                    logits = setup.batch_logits(rows[mine[start:end]], False)
             out.append(logits.float().log_softmax(1).cpu())
-    return torch.cat(out)
+    return setup.world.gather_rows(torch.cat(out), len(rows))
 
 
 def _keep_best(writer: RunWriter, setup: _Setup, predictions: list) -> None:
@@ -618,15 +712,15 @@ def _should_stop_early(history: list[dict], patience: int) -> bool:
     return all(h["val_loss"] >= best_before - 1e-4 for h in history[-patience:])
 
 
-def _pictures(setup: _Setup, split: str, start: int, end: int) -> torch.Tensor:
-    """uint8 N x 3 x cache x cache of a split's pictures start:end: from the decoded-image cache when the whole model
-    trained (it is there), else decoded now (a frozen backbone never decoded the whole data set, nor should this)."""
+def _pictures(setup: _Setup, split: str, positions: np.ndarray) -> torch.Tensor:
+    """uint8 N x 3 x cache x cache of a split's pictures at `positions`: from the decoded-image cache when the whole
+    model trained (it is there), else decoded now (a frozen backbone never decoded the whole data set, nor should
+    this)."""
     if setup.trained_module is setup.model:
         images = cache.decoded_images(setup.manifest, setup.spec.cache_size)
-        return cache.to_batch(images, setup.rows[split][start:end], setup.device)
-    squares = map_with_progress(
-        lambda s: _square_or_grey(s.path, setup.spec.cache_size), setup.manifest.split(split)[start:end]
-    )
+        return cache.to_batch(images, setup.rows[split][positions], setup.device)
+    samples = setup.manifest.split(split)
+    squares = map_with_progress(lambda i: _square_or_grey(samples[i].path, setup.spec.cache_size), positions)
     return torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2).to(setup.device)
 
 
@@ -725,9 +819,11 @@ def _param_groups(model: nn.Module, plan: FreezePlan, config: TrainConfig, head_
     ]
 
 
-def planned_lrs(num_train: int, batch_size: int, epochs: int, lr: float, warmup_images: float) -> list[float]:
+def planned_lrs(
+    num_train: int, batch_size: int, epochs: int, lr: float, warmup_images: float, processes: int = 1
+) -> list[float]:
     """The learning rate of every step of the run as planned (the page draws it whole from the start)."""
-    sizes = [end - start for start, end in _batches(num_train, batch_size)] * epochs
+    sizes = [(end - start) * processes for start, end in _epoch_batches(num_train, batch_size, processes)] * epochs
     seen = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     return [lr * _lr_factor(float(s), float(epochs * num_train), warmup_images) for s in seen]
 
@@ -744,6 +840,12 @@ def _class_weights(train_labels: torch.Tensor, num_classes: int) -> torch.Tensor
     """Inverse-frequency weights, so every class counts as much in the loss whatever its number of images."""
     counts = torch.bincount(train_labels, minlength=num_classes).float().clamp(min=1)
     return counts.sum() / (num_classes * counts)
+
+
+def _epoch_batches(num_train: int, batch_size: int, processes: int) -> list[tuple[int, int]]:
+    """One process's batches of an epoch: its share of the pictures (the sampler pads them to the same number in
+    every process), in its share of each global batch."""
+    return _batches(math.ceil(num_train / processes), max(1, batch_size // processes))
 
 
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.ui.conftest import assert_clean, metric, table_with, texts, wait_for_job
 from tl_core import formatting as fmt
+from tl_core.devices import device_choices
 from tl_core.metrics import evaluate_run
 from tl_core.predict import Predictor
 
@@ -350,6 +351,15 @@ def test_train_strategy_presets_move_the_strip(open_page, digits_dir):
     assert _strategy(at).value == "feature"
 
 
+def test_train_on_lists_the_devices_found(open_page, digits_dir):
+    at = open_page("pages/train.py", state=dataset_state(digits_dir))
+    found = device_choices()
+    box = at.selectbox(key="train_device_choice")
+    assert box.options == [c.label for c in found] and box.disabled == (len(found) == 1)
+    assert (at.session_state["train_device"], at.session_state["train_processes"]) == (found[0].device, 1)
+    assert found[-1].label.startswith("CPU (") and found[-1].device == "cpu"
+
+
 def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     at = open_page("pages/train.py", state=dataset_state(digits_dir))
     at.select_slider(key="train_img_size").set_value(64).run()
@@ -360,6 +370,7 @@ def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
     assert_clean(at)
     assert snap.state == "finished", snap.error
     assert snap.config["freeze"] == "all" and snap.config["augment"] == "off"
+    assert (snap.config["device"], snap.config["processes"]) == (device_choices()[0].device, 1)  # "Train on"
     shown = texts(at)
     assert "Fast path" in shown  # the feature cache was used, and the page says so
     assert metric(at, "Training") == "head fitted in one go"  # whatever the epochs said: no "1 of 1" epochs
