@@ -90,7 +90,7 @@ def device_setting(mode: str) -> None:
     choices = ui.device_choices()
     labels = [c.label for c in choices]
     remembered = ui.restored("train_device_choice", labels[0])
-    label = st.selectbox(
+    label = st.columns(2)[0].selectbox(
         "Train on",
         labels,
         index=labels.index(remembered) if remembered in labels else 0,
