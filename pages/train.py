@@ -84,9 +84,9 @@ def make_config(depth: int, **overrides) -> TrainConfig:
 
 
 # ---------------------------------------------------------------- settings
-def device_setting(mode: str) -> None:
+def device_setting(one_process_because: str, num_train: int) -> None:
     """Where to train: each count of this server's GPUs, or its CPU. Several GPUs train as one run under torchrun
-    (DDP): the choice sets the run's device and number of processes."""
+    (DDP): the choice sets the run's device and number of processes (one, when `one_process_because` says why)."""
     choices = ui.device_choices()
     labels = [c.label for c in choices]
     remembered = ui.restored("train_device_choice", labels[0])
@@ -104,15 +104,15 @@ def device_setting(mode: str) -> None:
         "small run starts faster on one.",
     )
     choice = choices[labels.index(label)]
-    processes = 1 if mode == "auto" else choice.processes
+    processes = 1 if one_process_because else choice.processes
     st.session_state["train_device"], st.session_state["train_processes"] = choice.device, processes
-    if choice.processes > 1 and mode == "auto":
-        st.caption("Auto decides as it goes from the time each step takes, so it trains on one of these GPUs.")
+    if choice.processes > 1 and one_process_because:
+        st.caption(one_process_because)
     elif processes > 1:
-        per_gpu = max(1, st.session_state.get("train_batch_size", DEFAULTS["batch_size"]) // processes)
+        batch = min(st.session_state.get("train_batch_size", DEFAULTS["batch_size"]), max(num_train, 1))
         st.caption(
-            f"{processes} processes, one per GPU: each step takes {per_gpu} pictures on each GPU, "
-            f"{per_gpu * processes} in all (the batch size above)."
+            f"{processes} processes, one per GPU: each step's {batch} pictures (the batch size above) are shared out "
+            f"between them, about {batch // processes} on each."
         )
 
 
@@ -269,7 +269,14 @@ with setup:
         options=[4, 8, 16, 32, 64, 128],
         help="Pictures per training step. Lower it if the computer runs out of memory.",
     )
-    device_setting(mode)
+    device_setting(
+        "Auto decides as it goes from the time each step takes, so it trains on one of these GPUs."
+        if mode == "auto"
+        else "Feature extraction fits the head in seconds: one GPU does it; starting several would take longer."
+        if head_fitted
+        else "",
+        len(manifest.split("train")) if manifest is not None else 0,
+    )
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
         config_setting(

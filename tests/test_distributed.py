@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ from tl_core import distributed, events
 from tl_core.devices import device_choices
 from tl_core.jobs import JobManager
 from tl_core.runs import list_runs, read_json, read_metrics
-from tl_core.training import TrainConfig, planned_lrs, train
+from tl_core.training import StepSampler, TrainConfig, planned_lrs, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +141,8 @@ def test_auto_and_resuming_train_in_one_process(tmp_path):
         TrainConfig(str(tmp_path), strategy="auto", budget="1m", processes=2)
     with pytest.raises(ValueError, match="at least 1"):
         TrainConfig(str(tmp_path), processes=0)
+    with pytest.raises(ValueError, match="shared out between the 8 processes"):
+        TrainConfig(str(tmp_path), batch_size=4, processes=8)
 
 
 def test_one_process_is_a_world_of_one():
@@ -173,9 +176,10 @@ Root Cause (first observed failure):
 """
     sentence = distributed.failure_sentence(report, 2)
     assert sentence.startswith("Training process 2 of 2 ended unexpectedly (it was ended by SIGKILL)")
-    # rank 0 also said "headstart: ..." (that the other process was gone): the process killed first is the news
-    assert distributed.failure_sentence("headstart: Another of the 2 ...\n" + report, 2) == sentence
-    said = "Traceback ...\nheadstart: The folder '/data/x' does not exist. Choose another.\n"
+    # rank 0 also said that the other process was gone: the process killed first is the news
+    lost = distributed.lost_peer_message(RuntimeError("gloo: Connection closed by peer"), distributed.World(size=2))
+    assert distributed.failure_sentence(f"headstart: {lost}\n" + report, 2) == sentence
+    said = f"Traceback ...\nheadstart: The folder '/data/x' does not exist. Choose another.\nheadstart: {lost}\n"
     stopped = report.replace("rank      : 1 (local_rank: 1)", "rank      : 0 (local_rank: 0)").replace("-9 (", "1 (")
     assert distributed.failure_sentence(said + stopped, 2) == "The folder '/data/x' does not exist. Choose another."
 
@@ -203,3 +207,26 @@ def test_the_train_page_offers_each_count_of_gpus_then_the_cpu():
 def test_a_run_of_several_processes_resumes_in_one(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TrainConfig(str(tmp_path), processes=2).to_dict()))
     assert TrainConfig.for_resume(tmp_path).processes == 1
+
+
+@pytest.mark.parametrize("num_items, batch_size", [(100, 16), (34, 16), (102, 100), (23, 7)])
+def test_the_processes_shares_of_a_step_make_one_processs_batch(num_items, batch_size):
+    alone = StepSampler(num_items, batch_size, distributed.World(), seed=3)
+    three = [StepSampler(num_items, batch_size, distributed.World(rank=r, size=3), seed=3) for r in range(3)]
+    for sampler in (alone, *three):
+        sampler.set_epoch(2)
+    batches, shares = list(alone), [list(s) for s in three]
+    assert len({len(s) for s in shares}) == 1  # the same number of steps in each, so no process waits for another
+    # one process's steps, except a last batch smaller than the processes (34, 16: 2 pictures) joins the one before
+    assert len(shares[0]) == len(batches) - (len(batches[-1][1]) < 3 and len(batches) > 1)
+    assert np.array_equal(np.concatenate([w for _, w in shares[0]]), np.concatenate([w for _, w in batches]))
+    assert all(np.array_equal(mine, whole) for mine, whole in batches)  # alone, its share is the whole batch
+    for step in range(len(shares[0])):
+        whole = shares[0][step][1]
+        parts = [shares[r][step][0] for r in range(3)]
+        assert all(len(p) >= 1 for p in parts)  # nobody's share is empty
+        assert sorted(np.concatenate(parts).tolist()) == sorted(whole.tolist())  # together: the whole batch
+        assert all(np.array_equal(shares[r][step][1], whole) for r in range(3))
+    assert sorted(np.concatenate([w for _, w in batches]).tolist()) == list(range(num_items))  # each picture once
+    alone.set_epoch(3)
+    assert not np.array_equal(np.concatenate([w for _, w in alone]), np.concatenate([w for _, w in batches]))

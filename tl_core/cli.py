@@ -147,11 +147,14 @@ def _train(args) -> int:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name in args})
     if config.processes > 1 and not distributed.launched():
         return _train_in_processes(config, args)
-    should_stop = (lambda: os.path.exists(args.stop_file)) if args.stop_file else None
-    try:
-        return _run_and_report(config, args.json, _EventPrinter() if args.events else None, should_stop)
-    finally:
-        distributed.leave()
+    printer = _EventPrinter() if args.events else None
+
+    def should_stop() -> bool:  # asked through the stop file, or the program following the events went away
+        return bool(args.stop_file and os.path.exists(args.stop_file)) or bool(printer and printer.lost)
+
+    status = _run_and_report(config, args.json, printer, should_stop)
+    distributed.leave()  # after a run that ended well only (see distributed.leave)
+    return status
 
 
 def _train_in_processes(config, args) -> int:
@@ -161,7 +164,11 @@ def _train_in_processes(config, args) -> int:
 
     own = ["--json"] * args.json + ["--events"] * args.events + ["--stop-file", args.stop_file] * bool(args.stop_file)
     status, report = distributed.run_processes(
-        config_argv(config) + own, config.processes, lambda line: print(line, end="", flush=True), echo_errors=True
+        config_argv(config) + own,
+        config.processes,
+        lambda line: print(line, end="", flush=True),
+        echo_errors=True,
+        device=config.device,
     )
     if status != 0:
         print(f"headstart: {distributed.failure_sentence(report, config.processes)}", file=sys.stderr)
@@ -254,15 +261,15 @@ class _EventPrinter:
     """Every event as one JSON line on stdout (`--events`), for a program that follows the run."""
 
     def __init__(self):
-        self._out = sys.stdout
+        self.lost = False  # the follower went away (the web app stopped): the run stops, as one in the app would
 
     def __call__(self, event: events.Event) -> None:
-        if self._out is None:
+        if self.lost:
             return
         try:
-            print(json.dumps(event.record(), default=str), file=self._out, flush=True)
-        except (BrokenPipeError, OSError):  # the follower went away (the web app stopped): the run goes on
-            self._out = None
+            print(json.dumps(event.record(), default=str), flush=True)
+        except (BrokenPipeError, OSError):
+            self.lost = True
 
     def close(self) -> None:
         pass

@@ -164,6 +164,11 @@ class TrainConfig:
             raise ValueError(f"The share of training pictures must be above 0 and at most 1, not {self.train_share}.")
         if int(self.processes) < 1:
             raise ValueError(f"The number of processes must be at least 1, not {self.processes}.")
+        if int(self.processes) > int(self.batch_size):
+            raise ValueError(
+                f"The batch size ({self.batch_size}) is shared out between the {self.processes} processes: make it at "
+                "least as large."
+            )
         if int(self.processes) > 1 and self.strategy == "auto":
             raise ValueError(
                 "Auto decides as it trains from the time each step takes, so it trains in one process; choose a "

@@ -15,7 +15,6 @@ validation is split between the processes and gathered (`gather_rows`).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime
 import os
@@ -37,10 +36,13 @@ from tl_core.devices import pick_device
 from tl_core.errors import HeadstartError
 
 T = TypeVar("T")
-# A collective waits this long for the slowest process: the first process to reach the caches may spend many minutes
-# decoding tens of thousands of pictures while the others wait. A process that dies is noticed by torchrun at once.
-COLLECTIVE_TIMEOUT = datetime.timedelta(hours=3)
+# How long a collective waits for the slowest process. Steps wait little: a process that is stuck rather than dead
+# (a dead one torchrun notices at once) fails the run within half an hour. The waits for rank 0's scan and for the
+# caches of tens of thousands of pictures take their own group, on the CPU, with hours to spare.
+STEP_TIMEOUT = datetime.timedelta(minutes=30)
+CACHE_TIMEOUT = datetime.timedelta(hours=3)
 _STOPPED = "__headstart_stopped__"  # what rank 0 sends in place of a result when it was asked to stop meanwhile
+LOST_PEER = "Another of the training processes ended unexpectedly"  # how every process that outlived one says so
 
 
 class PeerLost(HeadstartError):
@@ -55,6 +57,7 @@ class World:
     local_rank: int = 0
     size: int = 1
     device: torch.device | None = None
+    waiting_group: object | None = None  # gloo, with CACHE_TIMEOUT: for the long waits of from_main and main_first
 
     @property
     def main(self) -> bool:
@@ -79,12 +82,13 @@ class World:
         device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids)
 
-    def agree(self, flag: bool) -> bool:
+    def agree(self, flag: bool, long_wait: bool = False) -> bool:
         """True on every process when it is true on any (a stop asked of rank 0 reaches them all at the same step)."""
         if not self.active:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=self._collective_device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        device = torch.device("cpu") if long_wait else self._collective_device
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.waiting_group if long_wait else None)
         return bool(value.item())
 
     def sum(self, *values: float) -> list[float]:
@@ -120,7 +124,7 @@ class World:
                 box[0] = compute()
             except stop:
                 box[0] = _STOPPED
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0, group=self.waiting_group, device=torch.device("cpu"))
         if isinstance(box[0], str) and box[0] == _STOPPED:
             raise stop
         return box[0]
@@ -132,15 +136,15 @@ class World:
         if not self.active:
             yield
             return
-        if not self.local_main and self.agree(False):
+        if not self.local_main and self.agree(False, long_wait=True):
             raise stop
         try:
             yield
         except stop:
             if self.local_main:
-                self.agree(True)
+                self.agree(True, long_wait=True)
             raise
-        if self.local_main and self.agree(False):
+        if self.local_main and self.agree(False, long_wait=True):
             raise stop
 
     @property
@@ -150,8 +154,9 @@ class World:
 
 
 def launched() -> bool:
-    """Whether this process was started by torchrun (or another launcher that sets the environment) with others."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether this process was started by torchrun with others (a cluster's own WORLD_SIZE, set for the web app's
+    process by a scheduler, is not torchrun's: TORCHELASTIC_RUN_ID is)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def join(device: str = "auto") -> World:
@@ -165,13 +170,26 @@ def join(device: str = "auto") -> World:
         torch.cuda.set_device(picked)
     if not dist.is_initialized():
         backend = "nccl" if picked.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT, device_id=picked if backend == "nccl" else None)
-    return World(rank, local_rank, size, picked)
+        dist.init_process_group(backend, timeout=STEP_TIMEOUT, device_id=picked if backend == "nccl" else None)
+    return World(rank, local_rank, size, picked, _waiting_group())
+
+
+_WAITING_GROUP: list = []
+
+
+def _waiting_group():
+    """The one gloo group for long waits, made once per process (making a group is a collective)."""
+    if not _WAITING_GROUP:
+        _WAITING_GROUP.append(dist.new_group(backend="gloo", timeout=CACHE_TIMEOUT))
+    return _WAITING_GROUP[0]
 
 
 def leave() -> None:
+    """After a run that ended well only: on a failure, a process exits without it, since NCCL's shutdown can wait
+    for peers that will never come (and torchrun must see the process end to stop the others)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+        _WAITING_GROUP.clear()
 
 
 def launch_command(train_args: list[str], processes: int, nodes_args: list[str] | None = None) -> list[str]:
@@ -209,7 +227,11 @@ def failure_sentence(launcher_output: str, processes: int) -> str:
     root = launcher_output.rsplit("Root Cause", 1)[-1]
     ranks = re.findall(r"rank\s*:\s*(\d+)", root)
     codes = [int(code) for code in re.findall(r"exitcode\s*:\s*(-?\d+)", root)]
-    said = [line.strip() for line in launcher_output.splitlines() if line.startswith("headstart: ")]
+    said = [
+        line.strip()
+        for line in launcher_output.splitlines()
+        if line.startswith("headstart: ") and LOST_PEER not in line  # that one is the consequence, not the cause
+    ]
     if said and not (codes and codes[0] < 0):  # a process said why (a bad folder, a full disk): that is the news
         return said[-1].removeprefix("headstart: ")
     who = f"Training process {int(ranks[0]) + 1} of {processes}" if ranks else "One of the training processes"
@@ -234,9 +256,18 @@ def lost_peer_message(exc: BaseException, world: World) -> str | None:
     ):
         return None
     return (
-        f"Another of the {world.size} training processes ended unexpectedly, so this one could not go on and the run "
-        "failed. Start the training again; if it happens again, train on fewer devices."
+        f"{LOST_PEER} (of {world.size}), so this one could not go on and the run failed. Start the training again; "
+        "if it happens again, train on fewer devices."
     )
+
+
+def check_devices(device: str, processes: int) -> None:
+    """A sentence now, rather than every process failing on a GPU that is not there."""
+    if pick_device(device).type == "cuda" and processes > torch.cuda.device_count():
+        raise ValueError(
+            f"{processes} processes (one per GPU) were asked for, but this machine has {torch.cuda.device_count()} "
+            "GPU(s). Ask for at most that many."
+        )
 
 
 def run_processes(
@@ -245,30 +276,49 @@ def run_processes(
     on_line: Callable[[str], None],
     on_start: Callable[[subprocess.Popen], None] = lambda process: None,
     echo_errors: bool = False,
+    device: str = "auto",
 ) -> tuple[int, str]:
     """Train under torchrun with `processes` processes: each line rank 0 prints goes to `on_line` as it comes.
     Returns torchrun's exit status and the end of what the processes and torchrun wrote on stderr (its report of
-    a failure); with `echo_errors` that is also passed on to this process's stderr as it comes."""
+    a failure); with `echo_errors` that is also passed on, byte for byte (progress bars redraw in place), to this
+    process's stderr as it comes. If this side fails (or is interrupted), torchrun and its processes are ended."""
+    check_devices(device, processes)
     process = subprocess.Popen(
         launch_command(train_args, processes),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         env=launch_environment(processes),
     )
     on_start(process)
-    tail: collections.deque[str] = collections.deque(maxlen=400)
+    tail = bytearray()
 
     def read_errors() -> None:
-        for line in process.stderr:
-            tail.append(line)
+        while chunk := process.stderr.read1(65536):
+            tail.extend(chunk)
+            del tail[:-65536]
             if echo_errors:
-                sys.stderr.write(line)
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.buffer.flush()
 
     reader = threading.Thread(target=read_errors, daemon=True)
     reader.start()
-    for line in process.stdout:
-        on_line(line)
-    status = process.wait()
+    try:
+        for line in process.stdout:
+            on_line(line.decode("utf-8", errors="replace"))
+        status = process.wait()
+    finally:
+        end_process(process)
     reader.join(timeout=10)
-    return status, "".join(tail)
+    return status, tail.decode("utf-8", errors="replace")
+
+
+def end_process(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """torchrun asked to end (it passes SIGTERM on to its processes), then killed if it does not."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

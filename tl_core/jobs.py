@@ -29,6 +29,8 @@ from tl_core.errors import HeadstartError, user_message
 from tl_core.runs import read_json, summary_from_log, write_json_atomic
 
 ACTIVE_STATES = ("queued", "running")
+# After Stop, the processes of a run end at their next step; one stuck rather than stepping is ended after this long.
+STOP_GRACE_SECONDS = 120.0
 
 
 class TrainingProcessError(HeadstartError):
@@ -180,13 +182,16 @@ class Job:
                 if self._stop.wait(0.25):
                     with contextlib.suppress(OSError):  # the run ended meanwhile and its folder went
                         stop_file.touch()
+                    if not over.wait(STOP_GRACE_SECONDS) and (launcher := self.launcher) is not None:
+                        distributed.end_process(launcher)  # stuck: Stop must end it all the same
                     return
 
         def on_line(line: str) -> None:
             try:
-                event = events.from_record(json.loads(line))
-            except (ValueError, TypeError):
-                return  # not an event: a warning a library printed
+                record = json.loads(line)
+            except ValueError:
+                return
+            event = events.from_record(record) if isinstance(record, dict) else None  # else a library's print
             if event is not None:
                 self._on_event(event)
                 if isinstance(event, events.Ended):
@@ -195,13 +200,18 @@ class Job:
         threading.Thread(target=pass_stop_on, daemon=True).start()
         try:
             args = config_argv(self.config) + ["--events", "--stop-file", str(stop_file)]
-            status, report = distributed.run_processes(args, self.config.processes, on_line, self._started_launcher)
+            status, report = distributed.run_processes(
+                args, self.config.processes, on_line, self._started_launcher, device=self.config.device
+            )
         finally:
             over.set()
             self.launcher = None
             shutil.rmtree(folder, ignore_errors=True)
-        if status == 0 and "summary" in ended:
-            return ended["summary"]
+        run_dir = self.snapshot().run_dir
+        if status == 0:  # ended well: its summary as it went by, else as rank 0 wrote it
+            summary = ended.get("summary") or (read_json(Path(run_dir) / "summary.json") if run_dir else None)
+            if summary:
+                return summary
         sentence = distributed.failure_sentence(report, self.config.processes)
         self._record_failure(sentence)
         raise TrainingProcessError(sentence)
@@ -290,6 +300,9 @@ class JobManager:
             q.put(None)
         for thread in self._threads.values():
             thread.join(timeout)
+        for job in jobs:  # a run of several processes that did not stop in time is not left running on its own
+            if (launcher := job.launcher) is not None:
+                distributed.end_process(launcher)
 
     def _worker(self, device: str) -> None:
         q = self._queues[device]

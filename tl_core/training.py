@@ -13,7 +13,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DistributedSampler
 
 from tl_core import cache, calibration, distributed, limits
 from tl_core.backbones import Backbone, create_backbone
@@ -188,6 +187,10 @@ def _train_as_helper(config: TrainConfig, world: World) -> dict:
         return _fit(_prepare(config, run, None), run)
     except StopRequested:
         return {"status": "stopped", "rank": world.rank}
+    except Exception as exc:
+        if said := distributed.lost_peer_message(exc, world):  # a consequence: the failure torchrun saw first is told
+            raise distributed.PeerLost(said) from exc
+        raise
 
 
 def _finish(run: _Run, config: TrainConfig, summary: dict, started: float) -> dict:
@@ -272,12 +275,20 @@ def _prepare(config: TrainConfig, run: _Run, manifest: DatasetManifest | None) -
             if config.feature_cache
             else cache.decoded_images(manifest, spec.cache_size, on_progress=run.progress("decode"))
         )
-    probe = _fit_probe(config, run, model, features[rows["train"]], labels["train"]) if config.probe else None
+    probe = (  # fitted once, by rank 0 (a stop while it fits must not leave the others waiting), used by all
+        world.from_main(lambda: _fit_probe(config, run, model, features[rows["train"]], labels["train"]), StopRequested)
+        if config.probe
+        else None
+    )
+    if probe is not None:
+        _use_probe(model, probe)
     generator = torch.Generator().manual_seed(config.seed + world.rank)  # each process its own crops and flips
     if config.feature_cache:
         trained_module, batch_logits = _head_on_features(model, features, device, world)
     else:
         trained_module, batch_logits = _whole_model(config, model, images, spec, device, generator, world)
+    if world.active:  # the same model everywhere (DDP made sure); dropout's draws differ by process, as the pictures
+        torch.manual_seed(config.seed + world.rank)
     return _Setup(
         config, model, trained_module, plan, batch_logits, rows, labels, manifest, device, spec, generator, world, probe
     )
@@ -337,7 +348,7 @@ def _backbone_features(config, run, backbone, spec, manifest, device) -> torch.T
 
 
 def _fit_probe(config, run, model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> Probe | None:
-    """The head fitted to its optimum on the training pictures' features, written into the model's classifier."""
+    """The head fitted to its optimum on the training pictures' features (None if the head is not linear)."""
     head = model.get_classifier()
     num_classes = int(labels.max()) + 1 if len(labels) else 0
     if not isinstance(head, nn.Linear) or head.in_features != features.shape[1] or head.out_features < num_classes:
@@ -347,11 +358,16 @@ def _fit_probe(config, run, model: nn.Module, features: torch.Tensor, labels: to
     probe = fit_probe(
         features, labels, head.out_features, class_weights=weights, seed=config.seed, on_progress=run.progress("probe")
     )
+    run.emit(Message(probe.sentence()))
+    return probe
+
+
+def _use_probe(model: nn.Module, probe: Probe) -> None:
+    """The fitted head written into the model's classifier."""
+    head = model.get_classifier()
     with torch.no_grad():
         head.weight.copy_(probe.weight.to(head.weight.device))
         head.bias.copy_(probe.bias.to(head.bias.device))
-    run.emit(Message(probe.sentence()))
-    return probe
 
 
 def _head_on_features(model: nn.Module, features: torch.Tensor, device, world: World):
@@ -541,18 +557,19 @@ def _new_loop(setup: _Setup, run: _Run) -> _Loop:
     config = setup.config
     num_train = len(setup.rows["train"])
     class_weights = _class_weights(setup.labels["train"], len(setup.manifest.class_names))
-    criterion = nn.CrossEntropyLoss(
+    criterion = nn.CrossEntropyLoss(  # summed: a step divides by its whole batch's count (see _train_step)
         weight=class_weights.to(setup.device) if config.class_balanced else None,
         label_smoothing=config.label_smoothing,
+        reduction="sum",
     )
     total_images = config.epochs * num_train
     world = setup.world
-    per_process = max(1, min(config.batch_size, num_train) // world.size)
+    batch_size = max(world.size, min(config.batch_size, num_train))
     if world.active:
         run.emit(
             Message(
-                f"{world.size} processes train together (DDP): each step takes {per_process} pictures on each, "
-                f"{per_process * world.size} in all."
+                f"{world.size} processes train together (DDP): each step's {batch_size} pictures are shared out "
+                f"between them, about {batch_size // world.size} each."
             )
         )
     loop = _Loop(
@@ -562,7 +579,7 @@ def _new_loop(setup: _Setup, run: _Run) -> _Loop:
         criterion=criterion,
         total_images=total_images,
         warmup_images=min(config.warmup_epochs * num_train, total_images / 2),
-        batch_size=per_process * world.size,
+        batch_size=batch_size,
     )
     run.emit(
         Schedule(planned_lrs(num_train, loop.batch_size, config.epochs, config.lr, loop.warmup_images, world.size))
@@ -587,28 +604,21 @@ def _train_epoch_shrinking_on_oom(setup: _Setup, loop: _Loop, run: _Run, epoch: 
 
 
 def _train_epoch(setup: _Setup, loop: _Loop, run: _Run, epoch: int) -> tuple[float, float]:
-    """One pass over the shuffled training images; returns (mean loss, accuracy).
-
-    The shuffle is PyTorch's DistributedSampler, seeded by the run's seed and the epoch: each process takes every
-    size-th picture of the same permutation, so its k-th batch is its part of the k-th global batch, and the steps
-    are those of one process with the whole batch."""
+    """One pass over the shuffled training images; returns (mean loss, accuracy)."""
     if setup.trained_module is setup.model:
         set_train_mode(setup.model, keep_statistics=setup.probe is not None)  # frozen BatchNorm layers stay in eval
     else:
         setup.trained_module.train()
     world, num_train = setup.world, len(setup.rows["train"])
-    sampler = DistributedSampler(
-        range(num_train), num_replicas=world.size, rank=world.rank, shuffle=True, seed=setup.config.seed
-    )
+    sampler = StepSampler(num_train, loop.batch_size, world, setup.config.seed)
     sampler.set_epoch(epoch)
-    mine = torch.tensor(list(sampler), dtype=torch.long)
-    order, order_labels = setup.rows["train"][mine.numpy()], setup.labels["train"][mine]
-    batches = _epoch_batches(num_train, loop.batch_size, world.size)
+    batches = list(sampler)
+    rows, labels = setup.rows["train"], setup.labels["train"]
     loss_sum, correct = 0.0, 0
-    for index, (start, end) in enumerate(batches, start=1):
+    for index, (mine, whole) in enumerate(batches, start=1):
         run.check_stop_together()
-        loss, n_correct = _train_step(setup, loop, order[start:end], order_labels[start:end])
-        loss_sum += loss * (end - start)
+        loss, n_correct = _train_step(setup, loop, rows[mine], labels[torch.from_numpy(mine)], labels[whole])
+        loss_sum += loss / world.size * len(whole)  # summed over the processes: the batch's mean loss x its count
         correct += n_correct
         speed = loop.images_per_second
         run.emit(
@@ -624,12 +634,43 @@ def _train_epoch(setup: _Setup, loop: _Loop, run: _Run, epoch: int) -> tuple[flo
                 round((loop.total_images - loop.images_seen) / speed, 1),
             )  # fmt: skip
         )
-    loss_sum, correct, seen = world.sum(loss_sum, correct, len(mine))
-    return loss_sum / seen, correct / seen
+    loss_sum, correct = world.sum(loss_sum, correct)
+    return loss_sum / num_train, correct / num_train
 
 
-def _train_step(setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tensor) -> tuple[float, int]:
-    """One optimiser step on one batch; returns (loss, how many it got right)."""
+class StepSampler:
+    """The pictures of each step of an epoch, as PyTorch's DistributedSampler gives a process its share (set_epoch,
+    then iterate) but by global batch: one permutation per epoch, seeded and so the same in every process, cut into
+    the batches one process would take, each shared out as batch[rank::size]. So N processes take exactly the steps
+    of one with the whole batch (a last batch smaller than N joins the one before, so none has an empty share)."""
+
+    def __init__(self, num_items: int, batch_size: int, world: World, seed: int):
+        self.num_items, self.batch_size, self.world, self.seed = num_items, batch_size, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(this process's positions, the whole batch's positions) of each step."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)  # seed s+1 is not epoch+1
+        order = torch.randperm(self.num_items, generator=generator).numpy()
+        for start, end in _batches(self.num_items, self.batch_size, smallest=max(2, self.world.size)):
+            whole = order[start:end]
+            yield whole[self.world.rank :: self.world.size], whole
+
+    def __len__(self) -> int:
+        return len(_batches(self.num_items, self.batch_size, smallest=max(2, self.world.size)))
+
+
+def _train_step(
+    setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tensor, whole_batch_labels: torch.Tensor
+) -> tuple[float, int]:
+    """One optimiser step on this process's share of a batch; returns (loss, how many it got right).
+
+    The loss is this share's sum over the whole batch's count (its class weights' sum, when the loss is weighted),
+    times the number of processes: DDP averages the processes' gradients, so the step's gradient is that of the
+    whole batch's mean loss, however unevenly the batch was shared out."""
     tick = time.perf_counter()
     loop.lr = setup.config.lr * _lr_factor(loop.images_seen, loop.total_images, loop.warmup_images)
     for group in loop.optimizer.param_groups:
@@ -637,13 +678,15 @@ def _train_step(setup: _Setup, loop: _Loop, rows: np.ndarray, labels: torch.Tens
     y = labels.to(setup.device, non_blocking=True)
     with autocast(setup.device):
         logits = setup.batch_logits(rows, True)
-    loss = loop.criterion(logits.float(), y)
+    weight = loop.criterion.weight
+    count = weight.cpu()[whole_batch_labels].sum() if weight is not None else len(whole_batch_labels)
+    loss = loop.criterion(logits.float(), y) / count * setup.world.size
     loop.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     loop.optimizer.step()
     loss_value = loss.item()  # waits for the device, so the step time below is real
     loop.train_time += time.perf_counter() - tick
-    loop.images_seen += len(rows) * setup.world.size  # every process's part of the step is as large
+    loop.images_seen += len(whole_batch_labels)
     loop.step += 1
     return loss_value, int((logits.argmax(1) == y).sum())
 
@@ -823,7 +866,7 @@ def planned_lrs(
     num_train: int, batch_size: int, epochs: int, lr: float, warmup_images: float, processes: int = 1
 ) -> list[float]:
     """The learning rate of every step of the run as planned (the page draws it whole from the start)."""
-    sizes = [(end - start) * processes for start, end in _epoch_batches(num_train, batch_size, processes)] * epochs
+    sizes = [end - start for start, end in _batches(num_train, batch_size, smallest=max(2, processes))] * epochs
     seen = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     return [lr * _lr_factor(float(s), float(epochs * num_train), warmup_images) for s in seen]
 
@@ -842,15 +885,10 @@ def _class_weights(train_labels: torch.Tensor, num_classes: int) -> torch.Tensor
     return counts.sum() / (num_classes * counts)
 
 
-def _epoch_batches(num_train: int, batch_size: int, processes: int) -> list[tuple[int, int]]:
-    """One process's batches of an epoch: its share of the pictures (the sampler pads them to the same number in
-    every process), in its share of each global batch."""
-    return _batches(math.ceil(num_train / processes), max(1, batch_size // processes))
-
-
-def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, end) pairs; a lone last image is folded into the previous batch (BatchNorm needs two)."""
+def _batches(n: int, batch_size: int, smallest: int = 2) -> list[tuple[int, int]]:
+    """(start, end) pairs; a last batch under `smallest` is folded into the previous one (BatchNorm needs two
+    pictures; several processes, one each)."""
     bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < smallest:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
