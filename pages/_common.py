@@ -7,7 +7,10 @@ Not a page itself (st.navigation in app.py lists the pages); the pages import it
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -422,16 +425,51 @@ def _tree_signature(path: str) -> tuple[int, float]:
     return count, newest
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _scan(path: str, val_split: float, test_split: float, seed: int, signature: tuple):
+SCANS_KEPT = 16  # data set manifests kept by the server (a 50,000-picture one is about 7 MB)
+
+
+@st.cache_resource(show_spinner=False)
+def _scans() -> tuple[OrderedDict, threading.Lock]:
+    """Scanned manifests by folder, split settings and folder signature, pickled so that each caller gets its own
+    copy (as `st.cache_data` gave). Not `st.cache_data` itself: it replays what a cached function drew on every later
+    hit, and a progress bar drawn during the scan sits in a placeholder of that earlier page run."""
+    return OrderedDict(), threading.Lock()
+
+
+def scan(path: str, val_split: float, test_split: float, seed: int, on_progress: Callable | None = None):
+    """The data set manifest of `path` (DataError on unusable data), rescanned only when the folder changed.
+    `on_progress(done, total)` hears of a scan as it goes (see `scan_progress`); a kept manifest needs none."""
     from tl_core.data import scan_dataset
 
-    return scan_dataset(path, val_fraction=val_split, test_fraction=test_split, seed=seed)
+    key = (path, val_split, test_split, seed, _tree_signature(path))
+    store, lock = _scans()
+    with lock:
+        kept = store.get(key)
+        if kept is not None:
+            store.move_to_end(key)
+    if kept is not None:
+        return pickle.loads(kept)
+    manifest = scan_dataset(path, val_fraction=val_split, test_fraction=test_split, seed=seed, on_progress=on_progress)
+    with lock:
+        store[key] = pickle.dumps(manifest)
+        while len(store) > SCANS_KEPT:
+            store.popitem(last=False)
+    return manifest
 
 
-def scan(path: str, val_split: float, test_split: float, seed: int):
-    """The data set manifest of `path` (DataError on unusable data), rescanned only when the folder changed."""
-    return _scan(path, val_split, test_split, seed, _tree_signature(path))
+def scan_progress(where) -> Callable[[int, int], None]:
+    """A progress callback that draws "Checked 12,000 of 50,000 pictures" in `where` (an `st.empty()`). It redraws
+    at each whole percent only: every redraw is a message to the browser, and the scan reports every 25 files."""
+    shown = -1
+
+    def report(done: int, total: int) -> None:
+        nonlocal shown
+        percent = done * 100 // max(total, 1)
+        if percent != shown:
+            shown = percent
+            where.progress(percent / 100, text=f"Checked {done:,} of {total:,} pictures...")
+
+    return report
 
 
 def split_settings() -> tuple[float, float, int]:
