@@ -157,3 +157,14 @@ def test_scan_progress_redraws_at_each_percent_only(total):
         report(done, total)
     assert len(where.drawn) <= 101
     assert where.drawn[-1] == (1.0, f"Checked {total:,} of {total:,} pictures...")
+
+
+def test_no_room_for_the_decoded_cache_is_said_before_writing(tmp_path, monkeypatch):
+    from tl_core.limits import LimitReached
+
+    monkeypatch.setenv("HEADSTART_CACHE_DIR", str(tmp_path / "cache"))
+    manifest = scan_dataset(_tiny_dataset(tmp_path / "data", per_class=5))
+    monkeypatch.setenv("HEADSTART_MIN_FREE_GB", "1000000")
+    with pytest.raises(LimitReached, match="Keeping the decoded pictures needs"):
+        cache.decoded_images(manifest, 64)
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
