@@ -96,13 +96,13 @@ problems += [{"file": name, "why": f"not uploaded: {why}"} for name, why in uplo
 counts = {split: manifest.class_counts(split) for split in ("train", "val", "test")}
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Classes", len(manifest.class_names))
-c2.metric("Pictures", len(manifest.samples), help="Usable pictures, after skipping the ones listed below.")
+c2.metric("Pictures", f"{len(manifest.samples):,}", help="Usable pictures, after skipping the ones listed below.")
 c3.metric(
     "Training / validation",
-    f"{sum(counts['train'].values())} / {sum(counts['val'].values())}",
+    f"{sum(counts['train'].values()):,} / {sum(counts['val'].values()):,}",
     help="The model learns from the training pictures; the validation pictures are kept aside to measure it.",
 )
-c4.metric("Skipped files", len(problems))
+c4.metric("Skipped files", f"{len(problems):,}")
 st.caption(
     "Headstart keeps "
     + (

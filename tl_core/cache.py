@@ -131,7 +131,8 @@ def _load(path: Path, in_memory: bool = True) -> np.ndarray:
     6 GB alone would let three cached arrays take 18 GB of a 24 GB server, or one array all of a 8 GB laptop."""
     key = str(path)
     with _lock:
-        for held in ((key, True),) if in_memory else ((key, True), (key, False)):  # in RAM serves a mapped ask
+        wanted = [(key, True)] if in_memory else [(key, True), (key, False)]  # one in RAM serves a mapped ask too
+        for held in wanted:
             if held in _loaded:
                 _loaded.move_to_end(held)
                 return _loaded[held]

@@ -58,6 +58,6 @@ def test_a_new_folder_is_checked_with_a_progress_bar_and_then_kept(open_page, tm
 def test_a_long_list_of_skipped_files_is_cut(open_page, tmp_path):
     folder = _folder(tmp_path / "messy", per_class=5, junk=1005)
     at = open_page("pages/data.py", state=_state(folder))
-    assert metric(at, "Skipped files") == "1005"
+    assert metric(at, "Skipped files") == "1,005"
     assert len(at.dataframe[0].value) == 1000
     assert any("The first 1,000 are listed" in c.value for c in at.caption)
