@@ -4,6 +4,7 @@ held, and the features' pass over it. Tiny pictures stand in for 50,000 real one
 from __future__ import annotations
 
 import os
+import threading
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,3 +169,62 @@ def test_no_room_for_the_decoded_cache_is_said_before_writing(tmp_path, monkeypa
     with pytest.raises(LimitReached, match="Keeping the decoded pictures needs"):
         cache.decoded_images(manifest, 64)
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+class _PageRunStopped(BaseException):
+    """Stands in for Streamlit's StopException: what a page run's next drawing raises once the person clicked."""
+
+
+def _slow_scan(monkeypatch, tmp_path, release: threading.Event) -> list:
+    """scan_dataset replaced by one that says it is half done, then waits for `release`; returns its calls."""
+    real = scan_dataset(_tiny_dataset(tmp_path / "data", per_class=5))
+    calls = []
+
+    def slow(path, on_progress=None, **kwargs):
+        calls.append(path)
+        on_progress(1, 2)
+        assert release.wait(30)
+        return real
+
+    monkeypatch.setattr("tl_core.data.scan_dataset", slow)
+    return calls
+
+
+def test_a_scan_runs_once_for_every_page_run_that_asks_and_shows_its_progress(tmp_path, monkeypatch):
+    from pages import _common
+
+    _common._scans.clear()
+    release = threading.Event()
+    calls = _slow_scan(monkeypatch, tmp_path, release)
+    drawn, results = [], []
+
+    def first_progress(done: int, total: int) -> None:
+        drawn.append((done, total))
+        release.set()  # both page runs are waiting by now: let the scan finish
+
+    waiting = threading.Thread(target=lambda: results.append(_common.scan(str(tmp_path), 0.2, 0.0, 0)))
+    waiting.start()
+    results.append(_common.scan(str(tmp_path), 0.2, 0.0, 0, on_progress=first_progress))
+    waiting.join(30)
+    assert calls == [str(tmp_path)] and drawn[0] == (1, 2)
+    assert len(results) == 2 and results[0] is not results[1]  # each its own copy
+    assert [s.relpath for s in results[0].samples] == [s.relpath for s in results[1].samples]
+    _common.scan(str(tmp_path), 0.2, 0.0, 0)
+    assert len(calls) == 1  # kept
+
+
+def test_a_page_run_stopped_during_a_scan_leaves_it_running_for_the_next(tmp_path, monkeypatch):
+    from pages import _common
+
+    _common._scans.clear()
+    release = threading.Event()
+    calls = _slow_scan(monkeypatch, tmp_path, release)
+
+    def clicked(done: int, total: int) -> None:
+        raise _PageRunStopped
+
+    with pytest.raises(_PageRunStopped):
+        _common.scan(str(tmp_path), 0.2, 0.0, 0, on_progress=clicked)
+    release.set()
+    manifest = _common.scan(str(tmp_path), 0.2, 0.0, 0)
+    assert len(manifest.samples) == 10 and len(calls) == 1  # the check went on; the next run did not begin again

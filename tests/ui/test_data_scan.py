@@ -1,5 +1,5 @@
-"""The Data page on a folder it has not seen: a progress bar while every picture is checked, then the scan is kept
-(a rerun draws nothing and checks nothing again), and a long list of skipped files is cut to what a page can show."""
+"""The Data page on a folder it has not seen: checked once, then kept (a rerun draws nothing and checks nothing
+again); a long list of skipped files is cut to what a page can show. The progress bar itself: tests/test_large.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pages import _common
 from tests.ui.conftest import assert_clean, metric
 
 
@@ -27,32 +26,17 @@ def _state(path: Path) -> dict:
     return {"hs_dataset": {"path": str(path), "origin": "test folder"}}
 
 
-def test_a_new_folder_is_checked_with_a_progress_bar_and_then_kept(open_page, tmp_path, monkeypatch):
-    drawn: list[tuple[int, int]] = []
-    real_progress = _common.scan_progress
-
-    def recording(where):
-        report = real_progress(where)
-
-        def both(done: int, total: int) -> None:
-            drawn.append((done, total))
-            report(done, total)
-
-        return both
-
-    monkeypatch.setattr(_common, "scan_progress", recording)
+def test_a_new_folder_is_checked_then_kept(open_page, tmp_path, monkeypatch):
     folder = _folder(tmp_path / "pets", per_class=30)
     at = open_page("pages/data.py", state=_state(folder))
     assert metric(at, "Pictures") == "60"
-    assert drawn and drawn[-1] == (60, 60)
-    assert not at.get("progress")  # gone once the scan is done
+    assert not at.get("progress")  # gone once the check is done
 
     scans = []
     monkeypatch.setattr("tl_core.data.scan_dataset", lambda *a, **k: scans.append(a))
-    drawn.clear()
     at.run()  # a cached function would replay its progress bar here, into a placeholder of the run before
     assert_clean(at)
-    assert metric(at, "Pictures") == "60" and scans == [] and drawn == []
+    assert metric(at, "Pictures") == "60" and scans == []
 
 
 def test_a_long_list_of_skipped_files_is_cut(open_page, tmp_path):
