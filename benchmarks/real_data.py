@@ -6,7 +6,8 @@
 
 Not a dependency of Headstart: only the benchmarks use them (`bench_probe.py`, `bench_auto.py`). elpv keeps the
 2,223 cells whose label is certain (defect probability 0 or 1; the 401 at 0.33 and 0.67 are left out).
-Fashion-MNIST keeps the first 300 training pictures of each class.
+Fashion-MNIST keeps the first 300 training pictures of each class; `fashion_mnist_pictures(out, 50_000)` writes the
+first 5,000 of each for the large-data benchmark (`bench_large.py`; the training set has 6,000 per class).
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ def fashion_mnist(out: Path, source: Path = FASHION_SOURCE, per_class: int = 300
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image, "L").save(folder / f"train_{i:05d}.png")
             counts[label] += 1
+
+
+def fashion_mnist_pictures(out: Path, total: int, source: Path = FASHION_SOURCE) -> Path:
+    """`total` Fashion-MNIST pictures (an equal share per class) as PNG files under `out`, once: a folder that
+    already holds them (its marker file written last) is kept as it is."""
+    per_class = total // len(FASHION_CLASSES)
+    if not 0 < per_class <= 6000:
+        raise ValueError(f"Fashion-MNIST's training set has 6,000 pictures per class, so at most 60,000, not {total}.")
+    marker = out / f".written-{per_class}-per-class"
+    if not marker.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        fashion_mnist(out, source, per_class)
+        marker.touch()  # hidden: scanning skips it
+    return out
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ Not a page itself (st.navigation in app.py lists the pages); the pages import it
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
@@ -430,16 +433,81 @@ def _tree_signature(path: str) -> tuple[int, float]:
     return count, newest
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _scan(path: str, val_split: float, test_split: float, seed: int, signature: tuple):
-    from tl_core.data import scan_dataset
-
-    return scan_dataset(path, val_fraction=val_split, test_fraction=test_split, seed=seed)
+SCANS_KEPT = 16  # data set scans kept by the server (a 50,000-picture manifest is about 7 MB)
+SCAN_POLL_S = 0.25  # how often a page run waiting on a scan redraws its progress
 
 
-def scan(path: str, val_split: float, test_split: float, seed: int):
-    """The data set manifest of `path` (DataError on unusable data), rescanned only when the folder changed."""
-    return _scan(path, val_split, test_split, seed, _tree_signature(path))
+@dataclass
+class _Scan:
+    """One folder's check, running on its own thread: page runs come and go, the check goes on to its end."""
+
+    done: int = 0
+    total: int = 0
+    finished: threading.Event = field(default_factory=threading.Event)
+    manifest: bytes | None = None  # pickled: each caller unpickles its own copy, as st.cache_data gave
+    error: Exception | None = None
+
+    def run(self, path: str, val_split: float, test_split: float, seed: int) -> None:
+        from tl_core.data import scan_dataset
+
+        def count(done: int, total: int) -> None:
+            self.done, self.total = done, total
+
+        try:
+            manifest = scan_dataset(
+                path, val_fraction=val_split, test_fraction=test_split, seed=seed, on_progress=count
+            )
+            self.manifest = pickle.dumps(manifest)
+        except Exception as exc:  # noqa: BLE001 - handed to the page run that waits for it
+            self.error = exc
+        finally:
+            self.finished.set()
+
+
+@st.cache_resource(show_spinner=False)
+def _scans() -> tuple[OrderedDict, threading.Lock]:
+    """The server's scans by folder, split settings and folder signature. Not `st.cache_data`: a scan run inside the
+    page run stops with it (every click on a 50,000-picture folder's page began the check again), and a progress bar
+    drawn inside a cached function is replayed on every later hit, into a placeholder of that earlier run."""
+    return OrderedDict(), threading.Lock()
+
+
+def scan(path: str, val_split: float, test_split: float, seed: int, on_progress: Callable | None = None):
+    """The data set manifest of `path` (DataError on unusable data), rescanned only when the folder changed.
+
+    The check runs once however many page runs (or people) ask for it meanwhile; `on_progress(done, total)` hears
+    of it as it goes (see `scan_progress`). A page run that stops (a click) leaves it running for the next."""
+    key = (path, val_split, test_split, seed, _tree_signature(path))
+    store, lock = _scans()
+    with lock:
+        job = store.get(key)
+        if job is None or job.error is not None:  # a failed check is tried again, as the folder may be fixed
+            job = store[key] = _Scan()
+            threading.Thread(target=job.run, args=key[:4], name="headstart-scan", daemon=True).start()
+        store.move_to_end(key)
+        for old in [k for k, held in store.items() if held.finished.is_set()][: max(0, len(store) - SCANS_KEPT)]:
+            del store[old]
+    while not job.finished.wait(SCAN_POLL_S):
+        if on_progress and job.total:
+            on_progress(job.done, job.total)
+    if job.error is not None:
+        raise job.error.with_traceback(None)  # the same error for each run that waited: not their tracebacks piled up
+    return pickle.loads(job.manifest)
+
+
+def scan_progress(where) -> Callable[[int, int], None]:
+    """A progress callback that draws "Checked 12,000 of 50,000 pictures" in `where` (an `st.empty()`). It redraws
+    at each whole percent only: every redraw is a message to the browser, and the scan reports every 25 files."""
+    shown = -1
+
+    def report(done: int, total: int) -> None:
+        nonlocal shown
+        percent = done * 100 // max(total, 1)
+        if percent != shown:
+            shown = percent
+            where.progress(percent / 100, text=f"Checked {done:,} of {total:,} pictures...")
+
+    return report
 
 
 def split_settings() -> tuple[float, float, int]:

@@ -10,6 +10,7 @@ from tl_core.samples import SAMPLES, build_sample
 
 ui.header("1. Data", "Give Headstart your pictures: one sub-folder per class, named after the class (cats/, dogs/...).")
 
+SHOWN_PROBLEMS = 1000  # skipped files listed on the page
 SERVER = {"server": "Folder on this server"} if settings.server_data_root() is not None else {}  # its owner's choice
 SOURCES = {"folder": "Upload a folder", "zip": "Upload a zip", **SERVER, "sample": "Sample data set"}
 source = st.radio(
@@ -83,8 +84,10 @@ if dataset is None:
 st.subheader(f"Your data set: {ui.plain(dataset['origin'])}")
 val_split, test_split, seed = ui.split_settings()
 manifest = None
-with ui.user_errors("Headstart cannot use these pictures"), st.spinner("Checking every picture..."):
-    manifest = ui.scan(dataset["path"], val_split, test_split, seed)
+checking = st.empty()  # a progress bar while a new folder is checked (a kept scan draws nothing)
+with ui.user_errors("Headstart cannot use these pictures"):
+    manifest = ui.scan(dataset["path"], val_split, test_split, seed, on_progress=ui.scan_progress(checking))
+checking.empty()
 if manifest is None:
     st.stop()
 
@@ -93,13 +96,13 @@ problems += [{"file": name, "why": f"not uploaded: {why}"} for name, why in uplo
 counts = {split: manifest.class_counts(split) for split in ("train", "val", "test")}
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Classes", len(manifest.class_names))
-c2.metric("Pictures", len(manifest.samples), help="Usable pictures, after skipping the ones listed below.")
+c2.metric("Pictures", f"{len(manifest.samples):,}", help="Usable pictures, after skipping the ones listed below.")
 c3.metric(
     "Training / validation",
-    f"{sum(counts['train'].values())} / {sum(counts['val'].values())}",
+    f"{sum(counts['train'].values()):,} / {sum(counts['val'].values()):,}",
     help="The model learns from the training pictures; the validation pictures are kept aside to measure it.",
 )
-c4.metric("Skipped files", len(problems))
+c4.metric("Skipped files", f"{len(problems):,}")
 st.caption(
     "Headstart keeps "
     + (
@@ -117,8 +120,10 @@ if not manifest.warnings and not problems:
 for warning in manifest.warnings:
     st.warning(warning)
 if problems:
-    st.write(f"{len(problems)} file(s) were skipped and will not be used:")
-    st.dataframe(problems, hide_index=True, key="data_skipped")
+    st.write(f"{len(problems):,} file(s) were skipped and will not be used:")
+    if len(problems) > SHOWN_PROBLEMS:  # every row goes to the browser: tens of thousands would stall the page
+        st.caption(f"The first {SHOWN_PROBLEMS:,} are listed here.")
+    st.dataframe(problems[:SHOWN_PROBLEMS], hide_index=True, key="data_skipped")
 
 st.subheader("Samples per class")
 PER_CLASS = 6

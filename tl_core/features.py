@@ -36,20 +36,25 @@ def pretrained_features(
     key = cache.feature_key(manifest, backbone_name, backbone.weights_id, spec.img_size)
 
     def compute() -> np.ndarray:
-        images = cache.decoded_images(manifest, spec.cache_size, on_progress=progress("decode"))
+        # One pass in order: memory-mapped, so the pictures are not copied into RAM first (1.2 GB for 20,000 at
+        # 146 px); the features go straight into one array, not batches joined at the end (twice their size).
+        images = cache.decoded_images(manifest, spec.cache_size, on_progress=progress("decode"), in_memory=False)
         report = progress("features")
         model.eval()
-        out = []
+        out: np.ndarray | None = None  # its width is the first batch's (not every model says it)
         with torch.no_grad(), autocast(device):
             for start in range(0, len(images), BATCH):
                 end = min(start + BATCH, len(images))
                 x = on_device_layout(
                     to_model_input(cache.to_batch(images, np.arange(start, end), device), spec), device
                 )
-                out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
+                batch = model.forward_head(model.forward_features(x), pre_logits=True).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(images), batch.shape[1]), dtype=np.float32)
+                out[start:end] = batch
                 if report:
                     report(end, len(images))
-        return torch.cat(out).numpy()
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
     features, hit = cache.cached_features(key, compute)  # on a hit the pictures are not even decoded
     return torch.from_numpy(np.asarray(features)), hit

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ from tl_core.errors import HeadstartError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16  # pixels; smaller pictures carry too little for any backbone
+IN_FLIGHT_PER_WORKER = 4  # tasks queued per thread: enough to keep each busy, few enough to bound memory
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -128,15 +130,28 @@ def load_square(path: str | Path, size: int) -> np.ndarray:
 def map_with_progress(fn: Callable[[T], R], items: Sequence[T], on_progress=None, every: int = 16) -> list[R]:
     """fn over items on a few threads (Pillow decodes without the GIL), in order, reporting progress.
 
-    If on_progress raises (a stop request), the work still queued is dropped rather than waited for.
+    At most a few tasks per thread are queued at a time (`Executor.map` would queue them all at once: on 50,000
+    pictures, 50,000 futures and their results waiting in memory). If on_progress raises (a stop request), the work
+    still queued is dropped rather than waited for.
     """
-    pool = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) * 2)))
+    workers = max(1, min(8, (os.cpu_count() or 2) * 2))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    pending: deque[Future[R]] = deque()
     results: list[R] = []
+
+    def take_oldest() -> None:
+        results.append(pending.popleft().result())
+        done = len(results)
+        if on_progress and (done % every == 0 or done == len(items)):
+            on_progress(done, len(items))
+
     try:
-        for done, result in enumerate(pool.map(fn, items), start=1):
-            results.append(result)
-            if on_progress and (done % every == 0 or done == len(items)):
-                on_progress(done, len(items))
+        for item in items:
+            if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
+                take_oldest()
+            pending.append(pool.submit(fn, item))
+        while pending:
+            take_oldest()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return results
