@@ -355,9 +355,16 @@ def test_train_on_lists_the_devices_found(open_page, digits_dir):
     at = open_page("pages/train.py", state=dataset_state(digits_dir))
     found = device_choices()
     box = at.selectbox(key="train_device_choice")
-    assert box.options == [c.label for c in found] and box.disabled == (len(found) == 1)
+    assert box.options == [c.label for c in found]
     assert (at.session_state["train_device"], at.session_state["train_processes"]) == (found[0].device, 1)
-    assert found[-1].label.startswith("CPU (") and found[-1].device == "cpu"
+    several = next(c for c in found if c.processes == 2)
+    _manual(at)
+    at.selectbox(key="train_device_choice").set_value(several.label).run()
+    assert at.session_state["train_processes"] == 1  # every block frozen: the head is fitted in one process
+    assert "one process does it" in texts(at)
+    _strategy(at).set_value("top").run()  # the last blocks fine-tune: now the processes share each step
+    assert (at.session_state["train_device"], at.session_state["train_processes"]) == (several.device, 2)
+    assert "2 processes: each step's 32 pictures (the batch size above) are shared out" in texts(at)
 
 
 def test_train_quick_model_runs_to_the_end(open_page, digits_dir, empty_runs):
