@@ -56,3 +56,34 @@ def write_image(path: Path, size=(32, 32), color=(200, 30, 30), mode="RGB", fmt=
         img = img.convert(mode)
     img.save(path, format=fmt)
     return path
+
+
+@pytest.fixture
+def manager():
+    """A job manager of the test's own, shut down after it."""
+    from tl_core.jobs import JobManager
+
+    jobs = JobManager()
+    yield jobs
+    jobs.shutdown()
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """Two classes of 12 small solid pictures (red, blue): what a tiny model learns in a few steps."""
+    for name, color in [("a", (200, 40, 40)), ("b", (40, 40, 200))]:
+        for i in range(12):
+            write_image(tmp_path / "data" / name / f"{i}.png", color=color)
+    return tmp_path / "data"
+
+
+def wait_until(condition, timeout: float = 60.0) -> bool:
+    """Whether `condition()` came true within `timeout` seconds (polled every 20 ms)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False

@@ -8,36 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_image
+from tests.conftest import wait_until
 from tl_core import distributed, events
 from tl_core.devices import device_choices
-from tl_core.jobs import JobManager
 from tl_core.runs import list_runs, read_json, read_metrics
 from tl_core.training import StepSampler, TrainConfig, planned_lrs, train
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def manager():
-    jobs = JobManager()
-    yield jobs
-    jobs.shutdown()
-
-
-@pytest.fixture
-def two_colours(tmp_path):
-    for name, color in [("a", (200, 40, 40)), ("b", (40, 40, 200))]:
-        for i in range(12):
-            write_image(tmp_path / "data" / name / f"{i}.png", color=color)
-    return tmp_path / "data"
 
 
 def _long_tiny_run(data: Path, tmp_path: Path) -> TrainConfig:
@@ -54,15 +37,6 @@ def _long_tiny_run(data: Path, tmp_path: Path) -> TrainConfig:
         early_stopping=0,
         processes=2,
     )
-
-
-def _wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_two_processes_take_the_steps_of_one_and_reach_its_accuracy(digits_dir, tmp_path):
@@ -93,9 +67,9 @@ def test_two_processes_take_the_steps_of_one_and_reach_its_accuracy(digits_dir, 
     assert read_json(Path(two["run_dir"]) / "config.json")["processes"] == 2
 
 
-def test_a_stop_reaches_every_process(manager, two_colours, tmp_path):
-    job = manager.submit(_long_tiny_run(two_colours, tmp_path))
-    assert _wait_until(lambda: job.snapshot().step >= 3, timeout=120), job.snapshot()
+def test_a_stop_reaches_every_process(manager, tiny_data, tmp_path):
+    job = manager.submit(_long_tiny_run(tiny_data, tmp_path))
+    assert wait_until(lambda: job.snapshot().step >= 3, timeout=120), job.snapshot()
     launcher = job.launcher
     job.stop()
     assert job.wait(timeout=60), "the processes did not all stop"
@@ -123,9 +97,9 @@ def _process_of_rank(launcher: subprocess.Popen, rank: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
-def test_a_killed_process_fails_the_run_with_a_sentence(manager, two_colours, tmp_path):
-    job = manager.submit(_long_tiny_run(two_colours, tmp_path))
-    assert _wait_until(lambda: job.snapshot().step >= 3, timeout=120), job.snapshot()
+def test_a_killed_process_fails_the_run_with_a_sentence(manager, tiny_data, tmp_path):
+    job = manager.submit(_long_tiny_run(tiny_data, tmp_path))
+    assert wait_until(lambda: job.snapshot().step >= 3, timeout=120), job.snapshot()
     os.kill(_process_of_rank(job.launcher, 1), signal.SIGKILL)
     assert job.wait(timeout=90), "the run hung after one of its processes died"
     snap = job.snapshot()

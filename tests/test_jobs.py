@@ -4,26 +4,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from tests.conftest import write_image
-from tl_core.jobs import JobManager
+from tests.conftest import wait_until
 from tl_core.training import TrainConfig
-
-
-@pytest.fixture
-def manager():
-    jobs = JobManager()
-    yield jobs
-    jobs.shutdown()
-
-
-@pytest.fixture
-def tiny_data(tmp_path):
-    for name, color in [("a", (200, 40, 40)), ("b", (40, 40, 200))]:
-        for i in range(12):
-            write_image(tmp_path / "data" / name / f"{i}.png", color=color)
-    return tmp_path / "data"
 
 
 def _config(data, tmp_path, epochs):
@@ -40,19 +22,10 @@ def _config(data, tmp_path, epochs):
     )
 
 
-def _wait_until(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_second_job_queues_then_runs_and_stop_is_prompt(manager, tiny_data, tmp_path):
     first = manager.submit(_config(tiny_data, tmp_path, epochs=500))
     second = manager.submit(_config(tiny_data, tmp_path, epochs=1))
-    assert _wait_until(lambda: len(first.snapshot().history) >= 1)  # an epoch done: there are weights to keep
+    assert wait_until(lambda: len(first.snapshot().history) >= 1)  # an epoch done: there are weights to keep
 
     waiting = second.snapshot()
     assert waiting.state == "queued" and waiting.queue_position == 1
