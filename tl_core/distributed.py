@@ -192,15 +192,15 @@ def leave() -> None:
         _WAITING_GROUP.clear()
 
 
-def launch_command(train_args: list[str], processes: int, nodes_args: list[str] | None = None) -> list[str]:
+def launch_command(train_args: list[str], processes: int) -> list[str]:
     """The command that trains with `processes` processes on this machine: torchrun (as `python -m
-    torch.distributed.run`, so it is this Python's) with a free port of its own (`--standalone`)."""
-    rendezvous = nodes_args if nodes_args is not None else ["--standalone"]
+    torch.distributed.run`, so it is this Python's) with a free port of its own (`--standalone`). Several machines
+    start torchrun themselves (README)."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        *rendezvous,
+        "--standalone",
         "--nproc_per_node",
         str(processes),
         "-m",

@@ -208,10 +208,10 @@ class Job:
             self.launcher = None
             shutil.rmtree(folder, ignore_errors=True)
         run_dir = self.snapshot().run_dir
-        if status == 0:  # ended well: its summary as it went by, else as rank 0 wrote it
-            summary = ended.get("summary") or (read_json(Path(run_dir) / "summary.json") if run_dir else None)
-            if summary:
-                return summary
+        # its summary as it went by, else as rank 0 wrote it: a run that ended well did, whatever came after
+        summary = ended.get("summary") or (read_json(Path(run_dir) / "summary.json") if run_dir else None)
+        if summary and (status == 0 or summary.get("status") in ("finished", "stopped")):
+            return summary
         sentence = distributed.failure_sentence(report, self.config.processes)
         self._record_failure(sentence)
         raise TrainingProcessError(sentence)
