@@ -43,7 +43,8 @@ def test_two_processes_take_the_steps_of_one_and_reach_its_accuracy(digits_dir, 
     """Real pretrained weights, real digits, the last blocks fine-tuning from the fitted head: over 2 processes of 8
     pictures a step, the run is the run of one process with 16. Without augmentation (whose random draws differ by
     process) and with BatchNorm statistics kept (as fine-tuning from the fitted head does), only the order of
-    floating-point sums differs, so the losses agree to 1e-2 and the accuracy to one picture."""
+    floating-point sums differs, so the losses agree to 2e-3 (measured: 2e-4; without DDP, each process
+    learning on its own half, the training loss differs by 2e-2) and the accuracy to one picture."""
     settings = dict(weights="offline", freeze="5", augment="off", epochs=3, batch_size=16, img_size=64)
     settings.update(early_stopping=0, tta="off")
     one = train(TrainConfig(str(digits_dir), runs_dir=str(tmp_path / "one"), **settings))
@@ -59,8 +60,8 @@ def test_two_processes_take_the_steps_of_one_and_reach_its_accuracy(digits_dir, 
     assert [r.status for r in list_runs(tmp_path / "two")] == ["finished"]  # one run folder, written by rank 0
     assert abs(two["best_val_accuracy"] - one["best_val_accuracy"]) <= 1 / one["num_val"]
     assert one["best_val_accuracy"] >= 0.8  # the pretrained model learnt the digits, so the comparison means something
-    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-2)
-    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=1e-2)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=2e-3)
+    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=2e-3)
     steps = [e for e in read_metrics(two["run_dir"]) if e["event"] == "step"]
     assert len(steps) == len([e for e in read_metrics(one["run_dir"]) if e["event"] == "step"]) == 30
     assert two["batch_size"] == 16  # the global batch: 8 pictures in each process
