@@ -283,40 +283,39 @@ def reliability_figure(bins_before: Sequence[dict], bins_after: Sequence[dict]) 
 
 def threshold_figure(table: Sequence[dict], threshold: float, positive: str) -> go.Figure:
     """Two classes: share of `positive` found and share of alarms that are right, against the threshold."""
-    xs = [row["threshold"] for row in table]
-    fig = go.Figure()
-    fig.add_scatter(
-        x=xs, y=[row["recall"] for row in table], name=f"{positive} found (recall)", line={"color": TRAINED}
-    )
-    fig.add_scatter(
-        x=xs,
-        y=[row["precision"] for row in table],
-        name="alarms that are right (precision)",
-        line={"color": VAL_COLOUR},
-    )
-    fig.add_vline(x=threshold, line={"dash": "dash", "color": HEAD})
-    fig.update_layout(
+    return _against_threshold(
+        table,
+        threshold,
+        (("recall", f"{positive} found (recall)"), ("precision", "alarms that are right (precision)")),
         title=f"Say {positive} from this probability on",
-        xaxis={"title": f"threshold on the probability of {positive}", "range": [0, 1]},
-        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
-        height=340,
-        **_LAYOUT,
+        x_title=f"threshold on the probability of {positive}",
     )
-    return fig
 
 
 def not_sure_figure(table: Sequence[dict], threshold: float) -> go.Figure:
     """Several classes: share answered and accuracy of those answers, against the confidence threshold."""
+    return _against_threshold(
+        table,
+        threshold,
+        (("answered", "pictures answered"), ("accuracy", "accuracy of the answers")),
+        title="Answer only when at least this sure",
+        x_title="confidence threshold",
+    )
+
+
+def _against_threshold(
+    table: Sequence[dict], threshold: float, curves: Sequence[tuple[str, str]], title: str, x_title: str
+) -> go.Figure:
+    """Two shares (table columns, with their names) against the threshold of each row, the line drawn at
+    `threshold`."""
     xs = [row["threshold"] for row in table]
     fig = go.Figure()
-    fig.add_scatter(x=xs, y=[row["answered"] for row in table], name="pictures answered", line={"color": TRAINED})
-    fig.add_scatter(
-        x=xs, y=[row["accuracy"] for row in table], name="accuracy of the answers", line={"color": VAL_COLOUR}
-    )
+    for (column, name), colour in zip(curves, (TRAINED, VAL_COLOUR), strict=True):
+        fig.add_scatter(x=xs, y=[row[column] for row in table], name=name, line={"color": colour})
     fig.add_vline(x=threshold, line={"dash": "dash", "color": HEAD})
     fig.update_layout(
-        title="Answer only when at least this sure",
-        xaxis={"title": "confidence threshold", "range": [0, 1]},
+        title=title,
+        xaxis={"title": x_title, "range": [0, 1]},
         yaxis={"tickformat": ".0%", "range": [0, 1.02]},
         height=340,
         **_LAYOUT,
